@@ -126,14 +126,14 @@ class TransformersEngine:
         Closing the iterator early (``break``) or setting ``cancel`` stops generation within a
         token and frees the model for the next caller.
         """
-        cancel = cancel or threading.Event()
+        halt = _Halt(cancel)
         prompt_ids = self._checked_prompt(request)
-        decoder = _IncrementalDecoder(self.tokenizer, request.sampling.stop, cancel)
+        decoder = _IncrementalDecoder(self.tokenizer, request.sampling.stop, halt)
         outcome: dict[str, Any] = {}
 
         def run() -> None:
             try:
-                outcome["result"] = self._generate_ids(request, prompt_ids, decoder, cancel)
+                outcome["result"] = self._generate_ids(request, prompt_ids, decoder, halt)
             except BaseException as error:  # re-raised in the consumer thread below
                 outcome["error"] = error
             finally:
@@ -145,7 +145,7 @@ class TransformersEngine:
             while (delta := decoder.events.get()) is not None:
                 yield StreamEvent(delta)
         finally:
-            cancel.set()
+            halt.set()
             worker.join()
         error = outcome.get("error")
         if isinstance(error, torch.OutOfMemoryError):
@@ -394,6 +394,20 @@ class _IncrementalDecoder(BaseStreamer):
         if delta and to_queue:
             self.events.put(delta)
         return delta
+
+
+class _Halt(threading.Event):
+    """One generation's stop flag: set by its own consumer, or by the caller's ``cancel``.
+
+    Setting it never sets ``cancel``, which a batch may share among several callers.
+    """
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        super().__init__()
+        self._cancel = cancel
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._cancel is not None and self._cancel.is_set())
 
 
 class _CancelCriteria(StoppingCriteria):
