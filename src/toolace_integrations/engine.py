@@ -9,10 +9,8 @@ memory, so every chat model or LLM pointing at the same checkpoint reuses one co
 from __future__ import annotations
 
 import json
-import logging
 import os
 import queue
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,7 +20,6 @@ from typing import Any
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     LogitsProcessorList,
     PreTrainedModel,
@@ -31,6 +28,7 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
+from toolace_integrations.encoding import PromptEncoder, load_tokenizer, offline_advice
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
 from toolace_integrations.generation import (
     FinishReason,
@@ -41,12 +39,8 @@ from toolace_integrations.generation import (
     StreamEvent,
 )
 from toolace_integrations.prefix_cache import PrefixCache
-from toolace_integrations.prompt import TOOLACE_CHAT_TEMPLATE
-
-logger = logging.getLogger(__name__)
 
 _END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
-_CONTENT_MARK = re.compile("\ue000(\\d+)\ue001")
 
 
 class TransformersEngine:
@@ -70,7 +64,8 @@ class TransformersEngine:
         prefix_cache_bytes: int | None = None,
     ) -> None:
         self.spec = spec
-        self.tokenizer = load_tokenizer(spec)
+        self.tokenizer = load_tokenizer(spec.model, spec.revision)
+        self.encoder = PromptEncoder(self.tokenizer)
         self.model: Any = _load_model(spec)
         self.model.eval()
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
@@ -83,7 +78,6 @@ class TransformersEngine:
             self.model.config, max_entries=prefix_cache_entries, max_bytes=prefix_cache_bytes
         )
         self._generate_lock = threading.Lock()
-        self._tokenize_lock = threading.Lock()
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
 
@@ -94,29 +88,11 @@ class TransformersEngine:
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The full prompt text the chat template renders for ``messages``."""
-        text: str = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        return text
+        return self.encoder.prompt_text(messages)
 
     def encode(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        """Token ids of the prompt; message content never turns into control tokens.
-
-        The chat template renders placeholders for each content; the template's own text is
-        tokenized with special tokens, each content with ``split_special_tokens=True``, so text
-        such as ``<|eot_id|>`` inside a tool result stays plain text and cannot forge a turn.
-        """
-        marked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
-        template_text = self.prompt_text(marked)
-        ids: list[int] = []
-        position = 0
-        for match in _CONTENT_MARK.finditer(template_text):
-            ids += self._tokenize(template_text[position : match.start()], split_special=False)
-            content = messages[int(match.group(1))]["content"]
-            ids += self._tokenize(content, split_special=True)
-            position = match.end()
-        ids += self._tokenize(template_text[position:], split_special=False)
-        return ids
+        """Token ids of the prompt; content never becomes control tokens (see PromptEncoder)."""
+        return self.encoder.encode(messages)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -331,17 +307,6 @@ class TransformersEngine:
                 self._grammar = GrammarConstraint(self.tokenizer, vocab_size, self.stop_token_ids)
             return self._grammar
 
-    def _tokenize(self, text: str, *, split_special: bool) -> list[int]:
-        if not text:
-            return []
-        # The fast tokenizer applies split_special_tokens by flipping shared state, so two
-        # threads must not tokenize at once: content could otherwise become control tokens.
-        with self._tokenize_lock:
-            ids: list[int] = self.tokenizer(
-                text, add_special_tokens=False, split_special_tokens=split_special
-            )["input_ids"]
-        return ids
-
 
 class _IncrementalDecoder(BaseStreamer):
     """Turns token ids from ``generate`` into text deltas and watches for stop strings."""
@@ -455,32 +420,6 @@ def load_engine(spec: ModelSpec) -> TransformersEngine:
         return _engines[key]
 
 
-def _offline_advice(spec: ModelSpec) -> str:
-    return (
-        f"Could not load {spec.model!r}. If the weights are on this machine, pass the folder "
-        "path as `model=`; to load from the Hugging Face cache without network access set "
-        "HF_HUB_OFFLINE=1 after downloading once (e.g. `hf download Team-ACE/ToolACE-8B`)."
-    )
-
-
-def load_tokenizer(spec: ModelSpec) -> Any:
-    """The tokenizer of ``spec``, with ToolACE's chat template when it lacks a Llama-3 one."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            spec.model, revision=spec.revision, trust_remote_code=False
-        )
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{_offline_advice(spec)} Cause: {error}") from error
-    template = tokenizer.chat_template
-    if not isinstance(template, str) or "<|start_header_id|>" not in template:
-        logger.warning(
-            "Tokenizer of %r has no Llama-3 chat template; using ToolACE's bundled template.",
-            spec.model,
-        )
-        tokenizer.chat_template = TOOLACE_CHAT_TEMPLATE
-    return tokenizer
-
-
 def _load_model(spec: ModelSpec) -> PreTrainedModel:
     cuda = torch.cuda.is_available()
     known_dtype = isinstance(getattr(torch, spec.dtype or "", None), torch.dtype)
@@ -509,7 +448,7 @@ def _load_model(spec: ModelSpec) -> PreTrainedModel:
     except torch.OutOfMemoryError as error:
         raise GenerationError(_OOM_ADVICE) from error
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{_offline_advice(spec)} Cause: {error}") from error
+        raise ModelLoadError(f"{offline_advice(spec.model)} Cause: {error}") from error
     except (TypeError, ImportError) as error:  # a load option nothing accepts; a missing extra
         raise ModelLoadError(
             f"Loading {spec.model!r} failed on its options ({type(error).__name__}: {error}). "

@@ -29,13 +29,12 @@ from typing import Any, Literal
 
 import httpx
 
-from toolace_integrations.engine import load_tokenizer
+from toolace_integrations.encoding import load_tokenizer
 from toolace_integrations.errors import PromptTooLongError, ToolACEError
 from toolace_integrations.generation import (
     FinishReason,
     GenerationRequest,
     GenerationResult,
-    ModelSpec,
     SamplingParams,
     StreamEvent,
 )
@@ -73,7 +72,7 @@ class RemoteError(ToolACEError, RuntimeError):
 
 @lru_cache(maxsize=8)
 def _tokenizer(name: str, revision: str | None) -> Any:
-    return load_tokenizer(ModelSpec(model=name, revision=revision))
+    return load_tokenizer(name, revision)
 
 
 class RemoteBackend:
