@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from toolace_integrations import chat
-from toolace_integrations.chat import ChatResult
+from toolace_integrations.chat import ChatTurn
 from toolace_integrations.engine import GenerationRequest, GenerationResult, StreamEvent
 from toolace_integrations.errors import ToolChoiceError, ToolSpecError
 from toolace_integrations.langchain import ChatToolACE, _chunk, _to_ai_message
@@ -346,7 +346,7 @@ def test_batch_runs_one_padded_batch(llm: ChatToolACE, monkeypatch: pytest.Monke
     batches: list[int] = []
     run_chat_batch = chat.run_chat_batch
 
-    def spy(backend: Any, requests: Any) -> list[ChatResult]:
+    def spy(backend: Any, requests: Any) -> list[ChatTurn]:
         batches.append(len(requests))
         return run_chat_batch(backend, requests)
 
@@ -388,8 +388,8 @@ def test_same_tool_in_two_spellings_binds_once(llm: ChatToolACE) -> None:
         llm.bind_tools([Forecast, other])
 
 
-def _result(parsed: ParsedOutput) -> ChatResult:
-    return ChatResult(parsed, "raw", "stop", 10, 5, "tiny")
+def _result(parsed: ParsedOutput) -> ChatTurn:
+    return ChatTurn(parsed, "raw", "stop", 10, 5, "tiny")
 
 
 def test_invalid_calls_map_to_invalid_tool_calls() -> None:

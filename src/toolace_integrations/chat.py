@@ -36,7 +36,7 @@ _BARE_CALL_START = re.compile(rf"(?:{TOOL_NAME_PATTERN})\(")
 
 
 @dataclass(frozen=True)
-class ChatResult:
+class ChatTurn:
     """One finished assistant turn.
 
     Attributes:
@@ -46,6 +46,7 @@ class ChatResult:
         prompt_tokens: Tokens in the prompt.
         completion_tokens: Tokens generated.
         model_name: The model id or path.
+        cached_prompt_tokens: Prompt tokens served from a cache of earlier prompts.
     """
 
     parsed: ParsedOutput
@@ -54,6 +55,7 @@ class ChatResult:
     prompt_tokens: int
     completion_tokens: int
     model_name: str
+    cached_prompt_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class ChatEvent:
     """A streamed piece: answer text to show now, and on the last event the whole result."""
 
     content: str = ""
-    result: ChatResult | None = None
+    result: ChatTurn | None = None
 
 
 def build_request(
@@ -160,7 +162,7 @@ async def iterate_in_thread(
         await asyncio.shield(worker)
 
 
-def run_chat(backend: Backend, request: GenerationRequest) -> ChatResult:
+def run_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
     """One assistant turn, generated to the end."""
     for event in stream_chat(backend, request):
         if event.result is not None:
@@ -168,7 +170,7 @@ def run_chat(backend: Backend, request: GenerationRequest) -> ChatResult:
     raise AssertionError("stream_chat always ends with a result")
 
 
-async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatResult:
+async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
     """One assistant turn, awaited; turns requested together run as one batch.
 
     Concurrent calls (``asyncio.gather`` of ``ainvoke``s, agents running side by side) that
@@ -269,7 +271,7 @@ def _coalescer(backend: Backend) -> _Coalescer:
         return _coalescers[id(backend)]
 
 
-def run_chat_batch(backend: Backend, requests: Sequence[GenerationRequest]) -> list[ChatResult]:
+def run_chat_batch(backend: Backend, requests: Sequence[GenerationRequest]) -> list[ChatTurn]:
     """Several assistant turns generated together as one batch."""
     results = backend.generate_batch(requests)
     return [
@@ -280,7 +282,7 @@ def run_chat_batch(backend: Backend, requests: Sequence[GenerationRequest]) -> l
 
 def _chat_result(
     model_name: str, request: GenerationRequest, result: GenerationResult
-) -> ChatResult:
+) -> ChatTurn:
     choice = request.tool_choice
     if request.tools and not (choice is not None and choice.mode == "none"):
         truncated = result.finish_reason == "length"
@@ -289,13 +291,14 @@ def _chat_result(
         parsed = ParsedOutput(result.text.strip(), [], [])
     if choice is not None and not choice.parallel and len(parsed.calls) > 1:
         parsed = ParsedOutput(parsed.content, parsed.calls[:1], parsed.invalid)
-    return ChatResult(
+    return ChatTurn(
         parsed,
         result.text,
         result.finish_reason,
         result.prompt_tokens,
         result.completion_tokens,
         model_name,
+        result.cached_prompt_tokens,
     )
 
 

@@ -561,7 +561,7 @@ def _response_format_tool(response_format: Any) -> FunctionSpec | None:
     return normalize_tools([{**function, "parameters": spec.get("schema") or {}}])[0]
 
 
-def _to_ai_message(result: chat.ChatResult, answer_tool: str | None) -> AIMessage:
+def _to_ai_message(result: chat.ChatTurn, answer_tool: str | None) -> AIMessage:
     parsed = result.parsed
     calls, content = parsed.calls, parsed.content
     if answer_tool and (answers := [call for call in calls if call.name == answer_tool]):

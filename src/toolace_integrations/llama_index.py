@@ -2,7 +2,7 @@
 
 This module only maps LlamaIndex types to the framework-neutral core and back: messages to
 :class:`~toolace_integrations.prompt.Message`, tools to OpenAI-shaped dicts, and
-:class:`~toolace_integrations.chat.ChatResult` to a ``ChatMessage`` whose calls are
+:class:`~toolace_integrations.chat.ChatTurn` to a ``ChatMessage`` whose calls are
 ``ToolCallBlock`` records. Rendering, generation, grammar and parsing live in the core.
 """
 
