@@ -9,6 +9,7 @@ memory, so every chat model or LLM pointing at the same checkpoint reuses one co
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import threading
@@ -27,6 +28,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 from transformers.generation.streamers import BaseStreamer
+from transformers.utils import logging as hf_logging
 
 from toolace_integrations.encoding import PromptEncoder, load_tokenizer, offline_advice
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
@@ -420,6 +422,17 @@ def load_engine(spec: ModelSpec) -> TransformersEngine:
         return _engines[key]
 
 
+def unload_engine(engine: Any) -> None:
+    """Drop ``engine`` and its prefix caches from the registry; weights go with the last user."""
+    with _engines_lock:
+        key = engine.spec.cache_key()
+        if _engines.get(key) is engine:
+            del _engines[key]
+    engine.prefix_cache.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _load_model(spec: ModelSpec) -> PreTrainedModel:
     cuda = torch.cuda.is_available()
     known_dtype = isinstance(getattr(torch, spec.dtype or "", None), torch.dtype)
@@ -444,7 +457,8 @@ def _load_model(spec: ModelSpec) -> PreTrainedModel:
         if getattr(spec, name) is not None:
             options[name] = getattr(spec, name)
     try:
-        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(spec.model, **options)
+        with _quiet_progress():
+            model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(spec.model, **options)
     except torch.OutOfMemoryError as error:
         raise GenerationError(_OOM_ADVICE) from error
     except (OSError, ValueError) as error:
@@ -460,6 +474,19 @@ def _load_model(spec: ModelSpec) -> PreTrainedModel:
             "The files may be corrupt or incomplete: download them again."
         ) from error
     return model
+
+
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No "Loading weights" bar unless the user made transformers' logging INFO or chattier."""
+    quiet = hf_logging.get_verbosity() > logging.INFO and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
 
 
 _OOM_ADVICE = (

@@ -48,3 +48,27 @@ class GrammarUnavailableError(ToolACEError, ImportError):
 
 class NoToolCallError(ToolACEError, ValueError):
     """A response carries no tool call where one was expected."""
+
+
+class UnknownArgumentError(ToolACEError, TypeError):
+    """A constructor or call argument that no setting of the model has (often a misspelling)."""
+
+
+class InvalidSettingError(ToolACEError, ValueError):
+    """A per-call setting with a value generation cannot use, such as ``max_tokens=0``."""
+
+
+class TruncatedOutputError(NoToolCallError):
+    """A forced answer (structured output, a required call) was cut by ``max_tokens``.
+
+    Attributes:
+        completion_tokens: Tokens generated before the cut.
+    """
+
+    def __init__(self, completion_tokens: int) -> None:
+        self.completion_tokens = completion_tokens
+        super().__init__(
+            f"The answer was cut at {completion_tokens} tokens (the max_tokens limit) before "
+            "the structured answer or tool call was complete. Raise max_tokens "
+            "(max_new_tokens) on the model or for this call."
+        )

@@ -1,7 +1,8 @@
-"""Backend-neutral generation records, the backend protocol, and choosing a backend.
+"""Backend-neutral generation records and the backend protocol: the bottom layer.
 
-Nothing here imports torch: the adapters and the remote backend depend on these records and on
-:func:`connect`, which loads the local transformers engine or reaches a server only when asked.
+Nothing here imports torch or another backend module: both backends and the adapters depend on
+these records; choosing a backend for a set of settings lives above, in
+:mod:`toolace_integrations.backends`.
 """
 
 from __future__ import annotations
@@ -129,48 +130,3 @@ class Backend(Protocol):
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The full prompt text the model sees for ``messages``."""
-
-
-def connect(
-    model: str,
-    *,
-    revision: str | None = None,
-    dtype: str | None = None,
-    device_map: str | Mapping[str, Any] | None = None,
-    attn_implementation: str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
-) -> Backend:
-    """The backend adapters generate with; the one place their settings become a backend.
-
-    Without ``base_url`` this is the process-wide local engine for the checkpoint, loaded on
-    first use and shared by every adapter with the same settings. With ``base_url`` it is a
-    client of that OpenAI-compatible server (vLLM), rendering and parsing prompts locally.
-    ``model_kwargs`` go to ``from_pretrained``; a ``quantization_config`` among them is part of
-    what makes two loaded models differ.
-    """
-    options = dict(model_kwargs or {})
-    spec = ModelSpec(
-        model=model,
-        revision=revision,
-        dtype=dtype,
-        device_map=device_map,
-        attn_implementation=attn_implementation,
-        quantization_config=options.pop("quantization_config", None),
-        model_kwargs=options,
-    )
-    if base_url is None:
-        from toolace_integrations.engine import load_engine
-
-        return load_engine(spec)
-    from toolace_integrations.remote import RemoteBackend
-
-    remote: dict[str, Any] = {"revision": revision, "api_key": api_key}
-    if timeout is not None:
-        remote["timeout"] = timeout
-    if max_retries is not None:
-        remote["max_retries"] = max_retries
-    return RemoteBackend(base_url, model, **remote)

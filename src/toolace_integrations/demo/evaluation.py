@@ -40,8 +40,9 @@ def evaluate_demo_model(path: str | Path, *, questions: int = 50, seed: int = 12
     Decoding is greedy and grammar-constrained (``tool_choice="auto"``), as in the CLI demo;
     the tool renderings rotate through every way the frameworks wrap the demo tools.
     """
+    from toolace_integrations.backends import connect
     from toolace_integrations.chat import build_request, run_chat
-    from toolace_integrations.generation import SamplingParams, connect
+    from toolace_integrations.generation import SamplingParams
 
     backend = connect(str(path))
     renderings = tool_renderings()
