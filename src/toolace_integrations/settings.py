@@ -247,7 +247,7 @@ class ToolACESettings(BaseModel):
         if self.context_window:
             return self.context_window
         slot = (self.__pydantic_private__ or {}).get("_slot")
-        loaded = slot.backends.get(self._backend_key()) if slot else None
+        loaded = slot.backends.get(self._backend_key()) if isinstance(slot, _BackendSlot) else None
         if loaded is not None and loaded.context_window:
             return loaded.context_window
         return None if self.base_url else checkpoint_context_window(self.model, self.revision)
