@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import re
 import threading
 import weakref
 from collections.abc import Mapping
@@ -20,60 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from toolace_integrations.encoding import PromptEncoder, load_tokenizer
-from toolace_integrations.errors import ModelLoadError
-from toolace_integrations.generation import Backend, ModelSpec
+from toolace_integrations.generation import Backend, ModelSpec, resolve_model
 
-__all__ = ["checkpoint_context_window", "connect", "prompt_encoder", "release", "resolve_model"]
-
-_HUB_ID = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")
-
-
-def resolve_model(model: str) -> str:
-    """A local folder as its absolute, resolved path; a Hugging Face Hub id unchanged.
-
-    Raises:
-        ModelLoadError: ``model`` looks like a path (``./x``, ``/x``, ``x/``, ``a/b/c``) but no
-            such file or folder exists, before transformers is asked.
-    """
-    path = Path(model).expanduser()
-    if path.exists():
-        return str(path.resolve())
-    if _HUB_ID.fullmatch(model) and ".." not in model:
-        return model
-    raise ModelLoadError(
-        f"There is no folder {model!r} (looked for {path.resolve()}), and it is not a Hugging "
-        "Face Hub id of the form 'owner/name'. Pass the folder that holds config.json and the "
-        "weights, or a Hub id such as 'Team-ACE/ToolACE-8B'."
-    )
-
-
-def model_spec(
-    model: str,
-    *,
-    revision: str | None = None,
-    dtype: str | None = None,
-    device_map: str | Mapping[str, Any] | None = None,
-    attn_implementation: str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-    cuda: bool = False,
-) -> ModelSpec:
-    """The normalized spec: settings that load identical weights give equal specs.
-
-    Paths are resolved, the defaults the engine would pick are filled in (``dtype`` bfloat16
-    on CUDA, float32 on CPU; ``device_map`` ``"auto"`` on CUDA) and ``attn_implementation``
-    ``"sdpa"`` (transformers' default) is left unset.
-    """
-    options = dict(model_kwargs or {})
-    dtype = str(dtype).removeprefix("torch.") if dtype is not None else None
-    return ModelSpec(
-        model=resolve_model(model),
-        revision=revision,
-        dtype=dtype or ("bfloat16" if cuda else "float32"),
-        device_map=device_map if device_map is not None else ("auto" if cuda else None),
-        attn_implementation=None if attn_implementation == "sdpa" else attn_implementation,
-        quantization_config=options.pop("quantization_config", None),
-        model_kwargs=options,
-    )
+__all__ = ["checkpoint_context_window", "connect", "prompt_encoder", "release"]
 
 
 def connect(
@@ -97,26 +45,25 @@ def connect(
     """The backend adapters generate with; the one place their settings become a backend.
 
     Without ``base_url`` this is the process-wide local engine for the normalized checkpoint
-    settings (see :func:`model_spec`), loaded on first use and shared by every adapter whose
-    settings load the same weights. With ``base_url`` it is a client of that OpenAI-compatible
+    settings (see :meth:`ModelSpec.normalized`), loaded on first use and shared by every adapter
+    whose settings load the same weights. With ``base_url`` it is a client of that OpenAI-compatible
     server (vLLM), rendering and parsing prompts locally; ``grammar_param``, ``extra_body``,
     ``batch_prompts``, ``max_concurrency`` and ``context_window`` apply to it only (``None``
     keeps the client's default).
     """
     if base_url is None:
-        import torch
-
-        from toolace_integrations.engine import load_engine
-
-        spec = model_spec(
-            model,
+        load_options = dict(model_kwargs or {})
+        spec = ModelSpec(
+            model=resolve_model(model),  # a missing folder fails here, before torch loads
             revision=revision,
             dtype=dtype,
             device_map=device_map,
             attn_implementation=attn_implementation,
-            model_kwargs=model_kwargs,
-            cuda=torch.cuda.is_available(),
+            quantization_config=load_options.pop("quantization_config", None),
+            model_kwargs=load_options,
         )
+        from toolace_integrations.engine import load_engine
+
         return load_engine(spec)
     from toolace_integrations.remote import RemoteBackend
 

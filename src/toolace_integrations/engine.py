@@ -414,7 +414,11 @@ _engines_lock = threading.Lock()
 
 
 def load_engine(spec: ModelSpec) -> TransformersEngine:
-    """The process-wide engine for ``spec``, loading the checkpoint on first use."""
+    """The process-wide engine for ``spec``, loading the checkpoint on first use.
+
+    Specs are normalized first, so settings that load the same weights share one engine.
+    """
+    spec = spec.normalized(cuda=torch.cuda.is_available())
     key = spec.cache_key()
     with _engines_lock:
         if key not in _engines:

@@ -8,14 +8,38 @@ these records; choosing a backend for a set of settings lives above, in
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from toolace_integrations.errors import ModelLoadError
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 FinishReason = Literal["stop", "length"]
+_HUB_ID = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")
+
+
+def resolve_model(model: str) -> str:
+    """A local folder as its absolute, resolved path; a Hugging Face Hub id unchanged.
+
+    Raises:
+        ModelLoadError: ``model`` looks like a path (``./x``, ``/x``, ``x/``, ``a/b/c``) but no
+            such file or folder exists, before transformers is asked.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if _HUB_ID.fullmatch(model) and ".." not in model:
+        return model
+    raise ModelLoadError(
+        f"There is no folder {model!r} (looked for {path.resolve()}), and it is not a Hugging "
+        "Face Hub id of the form 'owner/name'. Pass the folder that holds config.json and the "
+        "weights, or a Hub id such as 'Team-ACE/ToolACE-8B' (downloaded once, it loads "
+        "offline with HF_HUB_OFFLINE=1)."
+    )
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,25 @@ class ModelSpec:
     attn_implementation: str | None = None
     quantization_config: Any = None
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def normalized(self, *, cuda: bool) -> ModelSpec:
+        """The spec with what the engine would pick filled in, so equal weights key equally.
+
+        A local folder becomes its resolved path; ``dtype`` defaults to bfloat16 on CUDA and
+        float32 elsewhere, ``device_map`` to ``"auto"`` on CUDA; ``attn_implementation="sdpa"``
+        (transformers' default) is left unset.
+        """
+        dtype = str(self.dtype).removeprefix("torch.") if self.dtype is not None else None
+        device_map = self.device_map
+        return replace(
+            self,
+            model=resolve_model(self.model),
+            dtype=dtype or ("bfloat16" if cuda else "float32"),
+            device_map=device_map if device_map is not None else ("auto" if cuda else None),
+            attn_implementation=None
+            if self.attn_implementation == "sdpa"
+            else self.attn_implementation,
+        )
 
     def cache_key(self) -> str:
         """A stable text key; configs without JSON form contribute their ``repr``."""
