@@ -242,3 +242,11 @@ def test_tool_results_count_like_the_prompt(tiny_model_path: str) -> None:
     call = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "1"}])
     count = llm.get_num_tokens_from_messages([call, ToolMessage("sunny", tool_call_id="1")])
     assert count > 0
+
+
+def test_pickled_adapters_load_again_when_used(tiny_model_path: str) -> None:
+    import pickle
+
+    for adapter in (ChatToolACE(model=tiny_model_path).load(), ToolACELLM(model=tiny_model_path)):
+        restored: Any = pickle.loads(pickle.dumps(adapter))
+        assert restored.model == tiny_model_path and not restored._slot.backends

@@ -20,7 +20,6 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing, suppress
 from functools import partial
-from operator import itemgetter
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from langchain_core.callbacks import (
@@ -33,17 +32,10 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput, Mo
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.output_parsers.openai_tools import (
-    JsonOutputKeyToolsParser,
-    PydanticToolsParser,
-)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import (
     Runnable,
     RunnableConfig,
-    RunnableLambda,
-    RunnableMap,
-    RunnablePassthrough,
 )
 from langchain_core.runnables.config import get_config_list
 from langchain_core.tools import BaseTool
@@ -55,12 +47,12 @@ from pydantic import BaseModel, Field
 from toolace_integrations import chat
 from toolace_integrations.errors import (
     ToolSpecError,
-    TruncatedOutputError,
     UnknownArgumentError,
 )
 from toolace_integrations.generation import Backend, GenerationRequest
 from toolace_integrations.langchain_messages import (
     response_format_tool,
+    structured_output,
     to_message,
     unique_tools,
 )
@@ -241,21 +233,7 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             tool_choice="any",
             ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
         )
-        parser: Runnable[Any, Any]
-        if isinstance(schema, type) and issubclass(schema, BaseModel):
-            parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
-        else:
-            name = convert_to_openai_tool(schema)["function"]["name"]
-            parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
-        parser = RunnableLambda(_refuse_truncated) | parser
-        if not include_raw:
-            return llm | parser
-        parse = RunnablePassthrough.assign(
-            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
-        )
-        no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
-        fallback = parse.with_fallbacks([no_parse], exception_key="parsing_error")
-        return RunnableMap(raw=llm) | fallback
+        return structured_output(llm, schema, include_raw=include_raw)
 
     def batch(
         self,
@@ -424,15 +402,9 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             tools.append(answer_tool)
             # The answer is a call too: "auto" must call a tool or answer, "none" must answer.
             choice = {None: "any", "auto": "any", "none": answer_tool.name}.get(choice, choice)
-        sampling = self._sampling(options, stop)
-        self._refuse_call_arguments(options)
-        request = chat.build_request(
-            [to_message(message) for message in messages],
-            tools,
-            tool_choice=resolve_tool_choice(choice, tools, parallel=parallel),
-            sampling=sampling,
-            system_template=self.system_template,
-            constrained=self.constrained_decoding,
+        converted = [to_message(message) for message in messages]
+        request = self._core_request(
+            converted, tools, choice, parallel=parallel, options=options, stop=stop
         )
         return request, answer_tool.name if answer_tool else None, model
 
@@ -491,11 +463,3 @@ def _openai_tools(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if (tools := options.pop("tools", None)) is not None:
         options["tools"] = [convert_to_openai_tool(tool) for tool in tools]
     return options
-
-
-def _refuse_truncated(message: AIMessage) -> AIMessage:
-    """A forced answer cut by ``max_tokens`` is an error, not a silent ``None``."""
-    if not message.tool_calls and message.response_metadata.get("finish_reason") == "length":
-        tokens = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
-        raise TruncatedOutputError(tokens)
-    return message

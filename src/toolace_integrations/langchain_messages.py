@@ -1,9 +1,10 @@
-"""LangChain messages, tools and results to and from the neutral core's records."""
+"""LangChain messages, tools and results to and from the core's records; structured output."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from langchain_core.messages import (
@@ -15,9 +16,16 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.tool import invalid_tool_call, tool_call
+from langchain_core.output_parsers.openai_tools import (
+    JsonOutputKeyToolsParser,
+    PydanticToolsParser,
+)
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel
 
 from toolace_integrations import chat
-from toolace_integrations.errors import ToolSpecError
+from toolace_integrations.errors import ToolSpecError, TruncatedOutputError
 from toolace_integrations.parsing import ToolCall
 from toolace_integrations.prompt import Message, PromptError, tool_schema_for_prompt
 from toolace_integrations.tools import FunctionSpec, normalize_tools
@@ -122,3 +130,36 @@ def to_ai_message(result: chat.ChatTurn, answer_tool: str | None) -> AIMessage:
             "raw_output": result.text,
         },
     )
+
+
+def structured_output(
+    llm: Runnable[Any, AIMessage], schema: dict[str, Any] | type, *, include_raw: bool
+) -> Runnable[Any, Any]:
+    """``llm`` (bound to ``schema``'s forced tool) followed by LangChain's tool parsers.
+
+    As ``BaseChatModel.with_structured_output``, except that a forced answer cut by
+    ``max_tokens`` raises (or, with ``include_raw``, reports) :class:`TruncatedOutputError`.
+    """
+    parser: Runnable[Any, Any]
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        parser = PydanticToolsParser(tools=[schema], first_tool_only=True)
+    else:
+        name = convert_to_openai_tool(schema)["function"]["name"]
+        parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+    parser = RunnableLambda(_refuse_truncated) | parser
+    if not include_raw:
+        return llm | parser
+    parse = RunnablePassthrough.assign(
+        parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+    )
+    no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
+    fallback = parse.with_fallbacks([no_parse], exception_key="parsing_error")
+    return RunnableMap(raw=llm) | fallback
+
+
+def _refuse_truncated(message: AIMessage) -> AIMessage:
+    """A forced answer cut by ``max_tokens`` is an error, not a silent ``None``."""
+    if not message.tool_calls and message.response_metadata.get("finish_reason") == "length":
+        tokens = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
+        raise TruncatedOutputError(tokens)
+    return message

@@ -48,7 +48,6 @@ from toolace_integrations.chat import (
     ChatEvent,
     ChatTurn,
     arun_chat,
-    build_request,
     iterate_in_thread,
     stream_chat,
 )
@@ -57,7 +56,7 @@ from toolace_integrations.generation import Backend, GenerationRequest
 from toolace_integrations.parsing import ToolCall
 from toolace_integrations.prompt import Message, PromptError, Role
 from toolace_integrations.settings import ToolACESettings, require_messages
-from toolace_integrations.tools import normalize_tools, resolve_tool_choice
+from toolace_integrations.tools import normalize_tools
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -294,16 +293,8 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         choice = options.pop("tool_choice", None)
         if options.pop("tool_required", False) and choice is None:
             choice = "required"
-        sampling = self._sampling(options)
-        self._refuse_call_arguments(options)
-        return build_request(
-            [_to_message(message) for message in messages],
-            tools,
-            tool_choice=resolve_tool_choice(choice, tools, parallel=parallel),
-            sampling=sampling,
-            system_template=self.system_template,
-            constrained=self.constrained_decoding,
-        )
+        converted = [_to_message(message) for message in messages]
+        return self._core_request(converted, tools, choice, parallel=parallel, options=options)
 
     def _responses(
         self,

@@ -31,10 +31,12 @@ from toolace_integrations.backends import (
     prompt_encoder,
     release,
 )
+from toolace_integrations.chat import build_request
 from toolace_integrations.encoding import PromptEncoder
 from toolace_integrations.errors import InvalidSettingError, UnknownArgumentError
-from toolace_integrations.generation import Backend, SamplingParams
-from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, PromptError
+from toolace_integrations.generation import Backend, GenerationRequest, SamplingParams
+from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError
+from toolace_integrations.tools import FunctionSpec, resolve_tool_choice
 
 __all__ = ["ToolACESettings"]
 
@@ -59,7 +61,10 @@ def _api_key_from_env() -> SecretStr | None:
 
 
 class _BackendSlot:
-    """An adapter's connected backends; copies of the adapter share it, never copying a model."""
+    """An adapter's connected backends; copies of the adapter share it, never copying a model.
+
+    Pickling keeps none of it (models and connections do not travel between processes).
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -70,6 +75,9 @@ class _BackendSlot:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _BackendSlot:
         return self
+
+    def __reduce__(self) -> tuple[type[_BackendSlot], tuple[()]]:
+        return _BackendSlot, ()  # a pickled adapter loads its model again when used
 
 
 class ToolACESettings(BaseModel):
@@ -293,6 +301,33 @@ class ToolACESettings(BaseModel):
             seed=options.pop("seed", self.seed),
             cache_implementation=options.pop("cache_implementation", self.cache_implementation),
             reuse_prefix=options.pop("reuse_prefix", self.reuse_prefix),
+        )
+
+    def _core_request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[FunctionSpec],
+        choice: Any,
+        *,
+        parallel: bool,
+        options: dict[str, Any],
+        stop: str | Sequence[str] | None = None,
+    ) -> GenerationRequest:
+        """The request for converted messages and tools; ``options`` left are sampling or wrong.
+
+        Raises:
+            UnknownArgumentError: a call argument neither the adapter nor sampling knows.
+            InvalidSettingError: a sampling value generation cannot use.
+        """
+        sampling = self._sampling(options, stop)
+        self._refuse_call_arguments(options)
+        return build_request(
+            messages,
+            tools,
+            tool_choice=resolve_tool_choice(choice, tools, parallel=parallel),
+            sampling=sampling,
+            system_template=self.system_template,
+            constrained=self.constrained_decoding,
         )
 
     def _refuse_call_arguments(self, options: Mapping[str, Any]) -> None:
