@@ -236,12 +236,27 @@ def test_15_3_cached_prompt_tokens_are_reported(tiny_model_path: str) -> None:
     assert fresh.chat([user("Cache me too.")]).additional_kwargs["cached_tokens"] == 0
 
 
-def test_tool_results_count_like_the_prompt(tiny_model_path: str) -> None:
-    """A trimmed history that starts at a tool result still counts (trim_messages tries it)."""
+def test_18_2_trim_messages_counts_agent_histories(tiny_model_path: str) -> None:
+    """trim_messages counts partial, reversed lists: tool results before their calls, or none."""
     llm = ChatToolACE(model=tiny_model_path)
     call = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "1"}])
-    count = llm.get_num_tokens_from_messages([call, ToolMessage("sunny", tool_call_id="1")])
-    assert count > 0
+    result = ToolMessage("sunny", tool_call_id="1")
+    history = [
+        HumanMessage("Weather in Paris?"),
+        call,
+        result,
+        AIMessage("Sunny."),
+        HumanMessage("Thanks!"),
+    ]
+    assert llm.get_num_tokens_from_messages([]) == 0
+    assert llm.get_num_tokens_from_messages([result, call]) > 0
+    exact = llm.get_num_tokens_from_messages(history)
+    assert exact == llm.get_num_tokens_from_messages(
+        [*history[:2], result.model_copy(update={"name": "get_weather"}), *history[3:]]
+    )
+    budget = llm.get_num_tokens_from_messages(history[-2:])
+    trimmed = trim_messages(history, max_tokens=budget, token_counter=llm, strategy="last")
+    assert trimmed == history[-2:]
 
 
 def test_pickled_adapters_load_again_when_used(tiny_model_path: str) -> None:

@@ -30,7 +30,7 @@ from langchain_core.callbacks import (
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import (
@@ -167,10 +167,20 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
     ) -> int:
         """Tokens of the whole ToolACE prompt for ``messages`` (and ``tools``), as generated.
 
-        Equals the ``input_tokens`` a call with these messages and tools reports.
+        Equals the ``input_tokens`` a call with these messages and tools reports. A tool result
+        whose call is not among ``messages`` still counts (as ``trim_messages`` needs).
         """
-        request, _, _ = self._request(messages, None, _openai_tools({"tools": tools}))
-        return len(self._encoder().encode(request.messages))
+        names = {
+            c["id"]: c["name"] for m in messages if isinstance(m, AIMessage) for c in m.tool_calls
+        }
+        named = [  # trim_messages counts partial (even reversed) lists: name results up front
+            m.model_copy(update={"name": names.get(m.tool_call_id, "tool")})
+            if isinstance(m, ToolMessage) and not m.name
+            else m
+            for m in messages
+        ]
+        request, _, _ = self._request(named, None, _openai_tools({"tools": tools}))
+        return len(self._encoder().encode(request.messages)) if request.messages else 0
 
     def bind_tools(
         self,
