@@ -112,3 +112,18 @@ def _imported_after(statement: str) -> set[str]:
 )
 def test_imports_point_down_only(statement: str, absent: set[str]) -> None:
     assert not _imported_after(statement) & absent
+
+
+def test_settings_round_trip_through_json_without_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOOLACE_API_KEY", "from-env")
+    llm = ToolACELLM(max_tokens=9, api_key="secret", constrained_decoding=False)
+    text = llm.to_json()
+    assert "secret" not in text
+    restored = ToolACELLM.from_json(text)
+    assert (restored.max_new_tokens, restored.constrained_decoding) == (9, False)
+    assert restored.api_key is not None and restored.api_key.get_secret_value() == "from-env"
+    chat_model = ChatToolACE(max_tokens=9, api_key="secret")
+    assert "api_key" not in chat_model.model_dump()
+    assert ChatToolACE(**chat_model.model_dump()).max_new_tokens == 9

@@ -159,6 +159,7 @@ class ToolACESettings(BaseModel):
     )
     api_key: SecretStr | None = Field(
         default_factory=_api_key_from_env,
+        exclude=True,  # never serialized; a loaded copy reads the environment again
         description="Server API key; read from TOOLACE_API_KEY or OPENAI_API_KEY when unset.",
     )
     grammar_param: Literal["structured_outputs", "guided_grammar", "none"] | None = Field(
