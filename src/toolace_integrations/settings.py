@@ -216,7 +216,7 @@ class ToolACESettings(BaseModel):
     def _backend(self, model: str | None = None) -> Backend:
         """The backend for these settings (a call may name another ``model``), cached."""
         options = self._connect_options(model)
-        key = self._backend_key(model)
+        key = repr(sorted(options.items()))
         slot = self._slot
         with slot.lock:
             if key not in slot.backends:
@@ -225,7 +225,7 @@ class ToolACESettings(BaseModel):
             return slot.backends[key]
 
     def _backend_key(self, model: str | None = None) -> str:
-        """Which of the slot's backends these settings use."""
+        """Which of the slot's backends these settings use (as :meth:`_backend` keys them)."""
         return repr(sorted(self._connect_options(model).items()))
 
     def _connect_options(self, model: str | None = None) -> dict[str, Any]:
