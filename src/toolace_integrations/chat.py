@@ -189,7 +189,8 @@ async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
             with suppress(BaseException):
                 await done
         raise
-    return _chat_result(backend.model_name, request, result)
+    # Parsing checks arguments against schemas (bounded, but up to a second): off the loop.
+    return await asyncio.to_thread(_chat_result, backend.model_name, request, result)
 
 
 COALESCE_WINDOW_S = 0.005

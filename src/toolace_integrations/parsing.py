@@ -11,7 +11,9 @@ Notes:
     source order). Text after the closing ``]`` or fence becomes ``content``. Text starting
     with ``[`` or a fence is a call attempt: a failure there is an :class:`InvalidCall`, never
     silent text. Bounds: 1,000,000 characters, 1000 calls, 100 bracket levels, ints of 1024
-    bits; beyond them the call is invalid.
+    bits; beyond them the call is invalid. Schema checks share a time budget
+    (:data:`~toolace_integrations.validation.VALIDATION_BUDGET_S`) and patterns run in linear
+    time (see :mod:`~toolace_integrations.validation`); a call not checked in time is invalid.
 """
 
 from __future__ import annotations
@@ -31,10 +33,17 @@ from typing import Any
 from uuid import uuid4
 
 import jsonschema
-from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
 
 from toolace_integrations.errors import ToolSpecError
 from toolace_integrations.tools import FunctionSpec, is_expressible_name, normalize_tools
+from toolace_integrations.validation import (
+    BoundedValidator,
+    ValidationTimeout,
+    check_patterns,
+    first_error,
+    validation_budget,
+)
 
 MAX_INPUT_CHARS = 1_000_000
 """Longer outputs are not parsed (one :class:`InvalidCall` if they look like calls)."""
@@ -114,6 +123,7 @@ def looks_like_call_start(text: str) -> bool:
     return stripped.startswith(("[", _FENCE)) or (stripped != "" and _FENCE.startswith(stripped))
 
 
+@validation_budget()
 def parse_tool_calls(
     text: str,
     tools: Sequence[Mapping[str, Any] | FunctionSpec] | None = None,
@@ -338,7 +348,12 @@ def _parse_call(segment: str, specs: dict[str, FunctionSpec] | None) -> ToolCall
         arguments = dict(zip(parameters, positional, strict=False)) | arguments
     if spec is not None:
         schema_key = json.dumps(spec.parameters, sort_keys=True, default=str)
-        if (violation := best_match(_validator(schema_key).iter_errors(arguments))) is not None:
+        try:
+            violation = first_error(_validator(schema_key), arguments)
+        except ValidationTimeout as timeout:
+            message = f"arguments not checked against the schema of {name!r}: {timeout}"
+            raise _Reject(message, name, late=True) from None
+        if violation is not None:
             message = f"arguments do not match the schema of {name!r}: at {violation.json_path}: "
             raise _Reject(message + violation.message, name, late=True)
     return ToolCall(name, arguments)
@@ -418,11 +433,12 @@ def _to_json_schema(node: Any) -> Any:
 
 
 @lru_cache(maxsize=512)
-def _validator(schema_key: str) -> jsonschema.Draft202012Validator:
+def _validator(schema_key: str) -> Validator:
     schema = _to_json_schema(json.loads(schema_key))
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:
         message = f"A tool's parameters are not a valid JSON schema: {error.message}"
         raise ToolSpecError(message) from error
-    return jsonschema.Draft202012Validator(schema)
+    check_patterns(schema)
+    return BoundedValidator(schema)
