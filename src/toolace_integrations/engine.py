@@ -70,6 +70,13 @@ class TransformersEngine:
         self.encoder = PromptEncoder(self.tokenizer)
         self.model: Any = _load_model(spec)
         self.model.eval()
+        embeddings: Any = self.model.get_input_embeddings()
+        rows = int(embeddings.weight.shape[0])
+        if (largest := max(self.tokenizer.get_vocab().values(), default=-1)) >= rows:
+            raise ModelLoadError(
+                f"The tokenizer of {spec.model!r} has token id {largest}, but the model embeds "
+                f"only {rows} tokens: they do not belong together. Load both from one checkpoint."
+            )
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.stop_token_ids = _stop_token_ids(self.tokenizer, self.model)
         if prefix_cache_entries is None:

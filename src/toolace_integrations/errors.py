@@ -72,3 +72,7 @@ class TruncatedOutputError(NoToolCallError):
             "the structured answer or tool call was complete. Raise max_tokens "
             "(max_new_tokens) on the model or for this call."
         )
+
+
+class CallFormatError(ToolACEError, ValueError, TypeError):
+    """A tool call (usually a past one being replayed) that ToolACE's call syntax cannot write."""

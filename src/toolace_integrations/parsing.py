@@ -35,7 +35,7 @@ from uuid import uuid4
 import jsonschema
 from jsonschema.protocols import Validator
 
-from toolace_integrations.errors import ToolSpecError
+from toolace_integrations.errors import CallFormatError, ToolSpecError
 from toolace_integrations.tools import FunctionSpec, is_expressible_name, normalize_tools
 from toolace_integrations.validation import (
     BoundedValidator,
@@ -172,44 +172,63 @@ def parse_tool_calls(
 def format_tool_calls(calls: Sequence[ToolCall] | Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     """Write calls in ToolACE's syntax, ``[f(a=1, b="x"), g()]``; the inverse of parsing.
 
+    Values are bounded as the parser bounds them: 100 levels deep, ints of 1024 bits.
+
     Raises:
-        ValueError: a name or argument name the syntax cannot spell, a non-string dict key, or
-            a non-finite float.
-        TypeError: a value that is not JSON-like (str, int, float, bool, None, list, dict).
+        CallFormatError: a name or argument name the syntax cannot spell, or a value that is
+            not JSON-like (str, finite number, bool, None, list, dict with string keys) or is
+            beyond those bounds. It is a ``ValueError`` and a ``TypeError``.
     """
     parts = []
     for call in calls:
         name, arguments = (call.name, call.arguments) if isinstance(call, ToolCall) else call
         if not is_expressible_name(name):
-            raise ValueError(f"Tool name {name!r} cannot be written in ToolACE's call syntax.")
+            raise CallFormatError(f"Tool name {name!r} cannot be written in ToolACE's call syntax.")
         for key in arguments:
             if not isinstance(key, str) or not _ARGUMENT_NAME.fullmatch(key) or iskeyword(key):
-                raise ValueError(f"Argument name {key!r} of {name!r} is not an ASCII identifier.")
-        rendered = ", ".join(f"{key}={_format_value(value)}" for key, value in arguments.items())
+                raise CallFormatError(
+                    f"Argument name {key!r} of {name!r} is not an ASCII identifier."
+                )
+        try:
+            rendered = ", ".join(
+                f"{key}={_format_value(value)}" for key, value in arguments.items()
+            )
+        except CallFormatError as error:
+            raise CallFormatError(
+                f"The call {name!r} cannot be written in ToolACE's call syntax: {error}. Pass "
+                "JSON-like arguments (str, finite numbers, bool, None, lists, dicts with string "
+                f"keys), at most {_MAX_DEPTH} levels deep, ints of at most {_MAX_INT_BITS} bits."
+            ) from None
         parts.append(f"{name}({rendered})")
     return f"[{', '.join(parts)}]"
 
 
-def _format_value(value: Any) -> str:
+def _format_value(value: Any, depth: int = 0) -> str:
+    if depth > _MAX_DEPTH:
+        raise CallFormatError(f"a value is nested over {_MAX_DEPTH} levels deep")
     if value is None or isinstance(value, bool):
         return repr(value)
     if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise CallFormatError(f"an integer of {value.bit_length()} bits is too large")
         return int.__repr__(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{value!r} has no literal in ToolACE's call syntax.")
+            raise CallFormatError(f"{value!r} is not a finite number")
         return float.__repr__(value)
     if isinstance(value, str):  # JSON escapes are Python escapes; lone surrogates need \u
         quoted = json.dumps(value, ensure_ascii=False)
         return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_format_value(item) for item in value) + "]"
+        return "[" + ", ".join(_format_value(item, depth + 1) for item in value) + "]"
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
-            raise ValueError(f"Dict keys must be strings: {list(value)!r}.")
-        items = (f"{_format_value(key)}: {_format_value(item)}" for key, item in value.items())
+            raise CallFormatError(f"dict keys must be strings, got {list(value)!r}"[:200])
+        items = (
+            f"{_format_value(key)}: {_format_value(item, depth + 1)}" for key, item in value.items()
+        )
         return "{" + ", ".join(items) + "}"
-    raise TypeError(f"Cannot write a {type(value).__name__} value as a call argument.")
+    raise CallFormatError(f"a {type(value).__name__} value is not JSON-like")
 
 
 def _index(tools: Sequence[Mapping[str, Any] | FunctionSpec]) -> dict[str, FunctionSpec]:
