@@ -76,3 +76,17 @@ class TruncatedOutputError(NoToolCallError):
 
 class CallFormatError(ToolACEError, ValueError, TypeError):
     """A tool call (usually a past one being replayed) that ToolACE's call syntax cannot write."""
+
+
+class GrammarTooLargeError(ToolACEError, ValueError):
+    """The tool-call grammar of the bound tools is over the size that may be compiled."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"The tool-call grammar for the bound tools is {size:,} bytes, over the limit of "
+            f"{limit:,} bytes: compiling it for a 128k-token vocabulary could take minutes. Bind "
+            "fewer tools or parameters, turn constrained decoding off (constrained_decoding="
+            "False), or raise the limit with the environment variable TOOLACE_MAX_GRAMMAR_BYTES."
+        )
