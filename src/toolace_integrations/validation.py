@@ -4,7 +4,8 @@ jsonschema checks ``pattern`` and ``patternProperties`` with Python's backtracki
 a schema's ``^(a+)+$`` and 30 characters written by the model take minutes, holding the GIL.
 Here every pattern runs on RE2, which matches in linear time; a pattern RE2 cannot compile
 (look-around, back-references) runs on :mod:`regex` under a timeout; and every keyword checks
-one deadline, so schemas whose combinators multiply the work stop too. Past the deadline
+one deadline, so schemas whose combinators multiply the work stop too; ``uniqueItems`` hashes
+instead of comparing every pair. Past the deadline
 :class:`ValidationTimeout` says so, and the parser marks the call invalid.
 
 Notes:
@@ -181,6 +182,24 @@ def _additional_properties(
         yield ValidationError(f"{listed} match none of the regexes {sorted(patterns)!r}")
 
 
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Mapping[str, Any]) -> Any:
+    if unique and validator.is_type(instance, "array"):
+        keys = [_canonical(item) for item in instance]
+        if len(set(keys)) < len(keys):
+            yield ValidationError(f"{instance!r} has non-unique elements")
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable key, equal for JSON-equal values (``1`` and ``1.0``; not ``1`` and ``True``)."""
+    if isinstance(value, list):
+        return ("array", tuple(map(_canonical, value)))
+    if isinstance(value, Mapping):
+        return ("object", frozenset((key, _canonical(item)) for key, item in value.items()))
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    return ("number" if isinstance(value, int | float) else "string", value)
+
+
 def _budgeted(keyword: _Keyword) -> _Keyword:
     def check(validator: Any, value: Any, instance: Any, schema: Mapping[str, Any]) -> Any:
         _remaining()
@@ -194,6 +213,7 @@ _KEYWORDS = _BASE_KEYWORDS | {
     "pattern": _pattern,
     "patternProperties": _pattern_properties,
     "additionalProperties": _additional_properties,
+    "uniqueItems": _unique_items,
 }
 BoundedValidator: type[Validator] = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator, {name: _budgeted(keyword) for name, keyword in _KEYWORDS.items()}

@@ -198,6 +198,12 @@ BOUNDED = [
         id="pattern-properties-key",
     ),
     pytest.param(
+        {"type": "object", "properties": {"rows": {"type": "array", "uniqueItems": True}}},
+        "[echo(rows=[" + ", ".join(f'{{"id": {i}}}' for i in [*range(8000), 0]) + "])]",
+        "has non-unique elements",
+        id="unique-items-of-dicts",  # jsonschema compares every pair of unsortable items
+    ),
+    pytest.param(
         _deep_any_of(),
         "[echo(x=" + "[" * 20 + '"leaf"' + "]" * 20 + ")]",
         "time budget for schema checks",
@@ -225,6 +231,23 @@ def test_many_slow_calls_share_one_budget() -> None:
     out, elapsed = _timed(lambda: parse_tool_calls(answer, [tool]))
     assert elapsed < BOUND_S
     assert len(out.invalid) == 20 and not out.calls
+
+
+@pytest.mark.parametrize(
+    ("rows", "unique"),
+    [
+        ("[1, True]", True),
+        ("[None, False, 0]", True),
+        ("[[1, 2], [2, 1]]", True),
+        ("[1, 1.0]", False),
+        ('[{"a": [1]}, {"a": [1.0]}]', False),
+        ('[{"a": 1, "b": 2}, {"b": 2, "a": 1}]', False),
+    ],
+)
+def test_unique_items_keeps_its_meaning(rows: str, unique: bool) -> None:
+    parameters = {"type": "object", "properties": {"rows": {"type": "array", "uniqueItems": True}}}
+    out = parse_tool_calls(f"[echo(rows={rows})]", [{"name": "echo", "parameters": parameters}])
+    assert bool(out.calls) is unique
 
 
 @pytest.mark.parametrize(
