@@ -5,7 +5,7 @@ Python sources, and with ``--tokenizer`` any tokenizer folder, e.g. Llama-3.1's 
 shared/FACTS.md, never committed) compiles, cache cleared, the tool-call grammar of N tools x
 200 optional string properties (issue 19's shape: 50 x 200 took 22.5 s with the 128k
 vocabulary) and prints its size, the time to build the text, the compile time, the growth
-exponent between sizes and whether ``TOOLACE_MAX_GRAMMAR_BYTES`` (256 KiB by default) refuses
+exponent between sizes and whether ``TOOLACE_MAX_GRAMMAR_BYTES`` (128 KiB by default) refuses
 it; then how long a refusal takes. Compiles stop once one takes longer than ``--max-seconds``.
 
     python benchmarks/bench_grammar_limits.py [--vocab 8000] [--tools 1,2,5,10,17,25,50]

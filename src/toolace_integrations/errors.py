@@ -86,7 +86,8 @@ class GrammarTooLargeError(ToolACEError, ValueError):
         self.limit = limit
         super().__init__(
             f"The tool-call grammar for the bound tools is {size:,} bytes, over the limit of "
-            f"{limit:,} bytes: compiling it for a 128k-token vocabulary could take minutes. Bind "
-            "fewer tools or parameters, turn constrained decoding off (constrained_decoding="
-            "False), or raise the limit with the environment variable TOOLACE_MAX_GRAMMAR_BYTES."
+            f"{limit:,} bytes: its compile time grows as the square of its size, to minutes "
+            "for a few MB. Bind fewer tools or parameters, turn constrained decoding off "
+            "(constrained_decoding=False), or raise the limit with the environment variable "
+            "TOOLACE_MAX_GRAMMAR_BYTES (0 lifts it)."
         )

@@ -16,9 +16,9 @@ Notes:
     surrogates); text excludes NUL and surrogates.
     Recursive ``$ref`` schemas become recursive rules. In ``auto``/``none`` mode the text branch
     only forbids a leading ``[``, code fence or whitespace: prose may still mention a call.
-    Compile time grows faster than the grammar (with a 128k vocabulary, 50 tools x 200
-    properties took 22 s, 100 x 200 took 92 s), so grammars over :func:`max_grammar_bytes`
-    are refused; ``benchmarks/bench_grammar_limits.py`` measures the cost.
+    Compile time grows about as the square of the grammar's size (with a 128k vocabulary, 50
+    tools x 200 properties, 765 KB, took 22 s and 100 x 200 took 92 s), so grammars over
+    :func:`max_grammar_bytes` are refused; ``benchmarks/bench_grammar_limits.py`` measures it.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GrammarConstraint", "max_grammar_bytes", "tool_call_grammar"]
 
-DEFAULT_MAX_GRAMMAR_BYTES = 262_144
-"""Grammar size refused by default: about 1 s of compile time with a 128k-token vocabulary."""
+DEFAULT_MAX_GRAMMAR_BYTES = 131_072
+"""Default limit: under a second of compile time with a 128k-token vocabulary (benchmarks)."""
 
 _ANY_DEPTH = 3
 _TYPE_ALIASES = {
@@ -276,7 +276,7 @@ class _Builder:
 
 
 def max_grammar_bytes() -> int:
-    """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 256 KiB (0 lifts it)."""
+    """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 128 KiB (0 lifts it)."""
     raw = os.environ.get("TOOLACE_MAX_GRAMMAR_BYTES", "")
     try:
         return int(raw) if raw.strip() else DEFAULT_MAX_GRAMMAR_BYTES

@@ -2,7 +2,7 @@
 
 xgrammar's compile time grows faster than the grammar (``benchmarks/bench_grammar_limits.py``):
 50 tools x 200 properties compiled for 17-22 s, 100 x 200 for 90-110 s, on the batching thread.
-Grammars over ``TOOLACE_MAX_GRAMMAR_BYTES`` (256 KiB by default) are refused with
+Grammars over ``TOOLACE_MAX_GRAMMAR_BYTES`` (128 KiB by default) are refused with
 :class:`GrammarTooLargeError`; concurrent requests for one grammar compile it once.
 """
 
@@ -56,8 +56,8 @@ def test_default_limit_refuses_fifty_tools_of_two_hundred_properties(
     with pytest.raises(GrammarTooLargeError) as caught:
         lc.bind_tools(tools, tool_choice="any").invoke("Hi")
     error = caught.value
-    assert error.limit == 256 * 1024 and error.size > error.limit
-    assert f"{error.size:,} bytes, over the limit of 262,144 bytes" in str(error)
+    assert error.limit == 128 * 1024 and error.size > error.limit
+    assert f"{error.size:,} bytes, over the limit of 131,072 bytes" in str(error)
     assert "TOOLACE_MAX_GRAMMAR_BYTES" in str(error) and "constrained_decoding" in str(error)
     assert forwards.calls == 0
     specs = normalize_tools(tools)
