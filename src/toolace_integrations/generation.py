@@ -143,6 +143,11 @@ def connect(
     api_key: str | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
+    grammar_param: str | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    batch_prompts: bool | None = None,
+    max_concurrency: int | None = None,
+    context_window: int | None = None,
 ) -> Backend:
     """The backend adapters generate with; the one place their settings become a backend.
 
@@ -150,7 +155,8 @@ def connect(
     first use and shared by every adapter with the same settings. With ``base_url`` it is a
     client of that OpenAI-compatible server (vLLM), rendering and parsing prompts locally.
     ``model_kwargs`` go to ``from_pretrained``; a ``quantization_config`` among them is part of
-    what makes two loaded models differ.
+    what makes two loaded models differ. The settings after ``max_retries`` are the remote
+    backend's (see :class:`~toolace_integrations.remote.RemoteBackend`); ``None`` keeps its default.
     """
     options = dict(model_kwargs or {})
     spec = ModelSpec(
@@ -168,9 +174,14 @@ def connect(
         return load_engine(spec)
     from toolace_integrations.remote import RemoteBackend
 
-    remote: dict[str, Any] = {"revision": revision, "api_key": api_key}
-    if timeout is not None:
-        remote["timeout"] = timeout
-    if max_retries is not None:
-        remote["max_retries"] = max_retries
-    return RemoteBackend(base_url, model, **remote)
+    settings: dict[str, Any] = {
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "grammar_param": grammar_param,
+        "extra_body": extra_body,
+        "batch_prompts": batch_prompts,
+        "max_concurrency": max_concurrency,
+        "context_window": context_window,
+    }
+    remote = {name: value for name, value in settings.items() if value is not None}
+    return RemoteBackend(base_url, model, revision=revision, api_key=api_key, **remote)
