@@ -336,6 +336,8 @@ class RemoteBackend:
             body["seed"] = sampling.seed
         if stream:
             body["stream_options"] = {"include_usage": True}
+        elif len(prompts) > 1:  # usage sums the prompts; vLLM counts each answer's tokens
+            body["return_token_ids"] = True
         grammar = self._grammar(requests[0])
         if grammar is not None:
             body["structured_outputs"] = {"grammar": grammar}

@@ -205,6 +205,8 @@ def read_completion(text: str, answers: Sequence[Answer]) -> None:
         raise MalformedAnswer(f"{len(choices)} choices for {len(answers)} prompts")
     for index, answer in enumerate(answers):
         answer.feed({"choices": [by_index[index]]})  # usage counts all prompts together
+        if isinstance(tokens := by_index[index].get("token_ids"), list):  # vLLM's own count
+            answer.usage = {"completion_tokens": len(tokens)}
         answer.flush()
         if answer.finish is None:
             raise MalformedAnswer(f"choice {index} has no finish_reason: {text[:300]!r}")
