@@ -73,4 +73,3 @@ def test_remote_adapters_run_without_torch_accelerate_or_xgrammar(tiny_model_pat
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "thin client ok" in done.stdout
-

@@ -6,7 +6,6 @@ finish a valid call; nothing here depends on how well the random model answers. 
 ``from __future__ import annotations``: LlamaIndex reads the tool function's real annotations.)
 """
 
-
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
