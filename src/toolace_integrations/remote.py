@@ -54,6 +54,7 @@ from toolace_integrations.remote_answer import (
     grammar_violation,
     read_completion,
 )
+from toolace_integrations.remote_batching import RequestGatherer
 
 __all__ = [
     "GrammarNotEnforcedError",
@@ -155,7 +156,7 @@ class RemoteBackend:
         self.extra_body = dict(extra_body or {})
         self._context_window = context_window or None
         self._client: httpx.Client | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._gatherer: RequestGatherer | None = None
         self._lock = threading.Lock()
 
     @property
@@ -207,16 +208,17 @@ class RemoteBackend:
     def submit(
         self, request: GenerationRequest, cancel: threading.Event
     ) -> Future[GenerationResult]:
-        """Start :meth:`generate` in the backend's pool; concurrent async calls use this.
+        """Start generating in the background; concurrent async calls (``arun_chat``) use this.
 
-        Up to ``max_concurrency`` requests are in flight at once, each on its own, so the
-        server's scheduler (not the client) batches them.
+        Calls arriving together are sent together (see
+        :class:`~toolace_integrations.remote_batching.RequestGatherer`), and no batch waits for
+        another: the server's scheduler, not the client, decides what runs together.
         """
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_concurrency, "toolace-remote")
-            pool = self._pool
-        return pool.submit(self.generate, request, cancel)
+            if self._gatherer is None:
+                self._gatherer = RequestGatherer(self.generate_batch, self.max_concurrency)
+            gatherer = self._gatherer
+        return gatherer.submit(request, cancel)
 
     def generate_batch(
         self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
@@ -237,13 +239,15 @@ class RemoteBackend:
             try:
                 batch = self._complete_list([requests[i] for i in indices])
             except RemoteError as error:
-                if error.status not in (400, 422) or isinstance(error, GrammarNotEnforcedError):
+                if error.status not in (400, 422):
                     raise
                 logger.info("The server refused a list prompt; sending prompts one by one.")
                 single += indices
                 continue
             results.update(zip(indices, batch, strict=True))
-        if single:
+        if len(single) == 1:
+            results[single[0]] = self.generate(requests[single[0]], cancel)
+        elif single:
             with ThreadPoolExecutor(max(1, min(self.max_concurrency, len(single)))) as pool:
                 done = pool.map(lambda r: self.generate(r, cancel), [requests[i] for i in single])
                 results.update(zip(single, done, strict=True))
@@ -253,9 +257,9 @@ class RemoteBackend:
         """Close pooled connections and threads; the backend reopens them when used again."""
         with self._lock:
             client, self._client = self._client, None
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
+            gatherer, self._gatherer = self._gatherer, None
+        if gatherer is not None:
+            gatherer.close()
         if client is not None:
             client.close()
 
@@ -288,7 +292,8 @@ class RemoteBackend:
                     raise
             attempt += 1
         result = self._result(answer, ids)
-        self._check_grammar(request, result)
+        if cancel is None or not cancel.is_set():  # a cancelled answer is cut anywhere
+            self._check_grammar(request, result)
         yield StreamEvent(answer.flush() if live else answer.text, result)
 
     def _complete_list(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -352,10 +357,8 @@ class RemoteBackend:
     def _check_grammar(self, request: GenerationRequest, result: GenerationResult) -> None:
         """Raise when the answer breaks the grammar the request asked the server to keep."""
         grammar_sent = self._grammar(request) is not None
-        why = grammar_violation(
-            result.text, request, truncated=result.finish_reason == "length",
-            grammar_sent=grammar_sent,
-        )  # fmt: skip
+        cut = result.finish_reason == "length" or bool(request.sampling.stop)  # maybe mid-call
+        why = grammar_violation(result.text, request, truncated=cut, grammar_sent=grammar_sent)
         if why is None:
             return
         advice = (
