@@ -80,7 +80,7 @@ class VLLMServer:
         self._log = self.log_path.open("wb")
         command = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
         env = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
-        self._process = subprocess.Popen(
+        self._process = process = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", str(self.port), *self.flags],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -89,9 +89,9 @@ class VLLMServer:
         )
         deadline = time.monotonic() + timeout
         while not self._healthy():
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 self.stop()
-                raise VLLMStartError(f"vLLM exited ({self._process.returncode}).{self.log_tail()}")
+                raise VLLMStartError(f"vLLM exited ({process.returncode}).{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise VLLMStartError(f"vLLM not ready after {timeout:.0f} s.{self.log_tail()}")

@@ -7,6 +7,7 @@ carrying its cause; none of them ever becomes an empty success.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import warnings
@@ -30,6 +31,7 @@ from toolace_integrations.remote import (
 )
 from toolace_integrations.remote_answer import MalformedAnswer
 from toolace_integrations.tools import FunctionSpec, ToolChoice
+from toolace_integrations.vllm_server import VLLMServer, VLLMStartError
 
 REQUEST = GenerationRequest(({"role": "user", "content": "Weather?"},), SamplingParams(8))
 UNIT = FunctionSpec(
@@ -307,3 +309,17 @@ def test_the_key_is_sent_as_a_bearer_token(
     with backend(server.url, tiny_model_path) as client:
         client.generate(REQUEST)
     assert server.headers[-1]["Authorization"] == "Bearer secret-123"
+
+
+def test_a_vllm_that_cannot_start_fails_with_its_log_tail(tmp_path: Any) -> None:
+    """The fixture fails the run with this message; an environment without vLLM exits at once."""
+    server = VLLMServer(str(tmp_path), tmp_path / "server.log", python=sys.executable)
+    with pytest.raises(VLLMStartError, match="vLLM exited") as caught:
+        server.start(timeout=60)
+    assert "No module named 'vllm'" in str(caught.value) and "last" in str(caught.value)
+
+
+def test_a_missing_vllm_environment_says_how_to_get_one(tmp_path: Any) -> None:
+    server = VLLMServer(str(tmp_path), tmp_path / "log", python=str(tmp_path / "no-python"))
+    with pytest.raises(VLLMStartError, match="make test.*TOOLACE_SKIP_VLLM=1"):
+        server.start()
