@@ -7,6 +7,7 @@ queued calls behind each other (one batch at a time, at most 16) would never get
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from _servers import Stub, good_stream, send, sse
 
 from toolace_integrations.chat import arun_chat
-from toolace_integrations.generation import GenerationRequest, SamplingParams
+from toolace_integrations.generation import GenerationRequest, SamplingParams, connect
 from toolace_integrations.remote import RemoteBackend
 
 
@@ -79,3 +80,45 @@ async def test_calls_with_equal_settings_share_one_list_prompt_request(
     assert [turn.completion_tokens for turn in turns] == [2, 2, 2]  # the server's counts
     (body,) = server.bodies
     assert len(body["prompt"]) == 3 and body["return_token_ids"] is True
+
+
+async def test_backends_that_go_away_leave_no_threads_behind(
+    barrier_stub: Any, tiny_model_path: str
+) -> None:
+    """Issue 19.5 on the remote path: a model object per call must not keep a thread forever."""
+    server = barrier_stub(1)
+    before = threading.active_count()
+    for i in range(30):
+        backend = RemoteBackend(server.url, tiny_model_path, context_window=4096)
+        await arun_chat(backend, _request(i))
+        del backend
+    gc.collect()
+    for _ in range(50):  # idle pool workers exit once their pool is collected
+        if threading.active_count() <= before + 2:
+            break
+        await asyncio.sleep(0.1)
+    assert threading.active_count() <= before + 2
+
+
+def test_connect_passes_the_remote_settings(tiny_model_path: str) -> None:
+    backend = connect(
+        tiny_model_path,
+        base_url="http://127.0.0.1:1/v1",
+        grammar_param="none",
+        extra_body={"top_k": 20},
+        batch_prompts=False,
+        max_concurrency=3,
+        context_window=100,
+        timeout=5.0,
+        max_retries=0,
+    )
+    assert isinstance(backend, RemoteBackend)
+    assert (backend.grammar_param, backend.extra_body) == ("none", {"top_k": 20})
+    assert (backend.batch_prompts, backend.max_concurrency, backend.context_window) == (
+        False,
+        3,
+        100,
+    )
+    assert backend.max_retries == 0
+    _, body = backend._body([_request(0)], stream=True)
+    assert body["top_k"] == 20 and "structured_outputs" not in body
