@@ -18,7 +18,6 @@ Notes:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
@@ -29,7 +28,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -51,8 +49,9 @@ from toolace_integrations.remote_answer import (
     MalformedAnswer,
     RemoteConfigError,
     RemoteError,
-    grammar_violation,
+    check_grammar,
     read_completion,
+    sent_in_clear,
 )
 from toolace_integrations.remote_batching import RequestGatherer
 
@@ -141,7 +140,7 @@ class RemoteBackend:
         self.api_key = (
             api_key or os.environ.get("TOOLACE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         )
-        if self.api_key and _in_clear(self.base_url):
+        if self.api_key and sent_in_clear(self.base_url):
             warnings.warn(
                 f"The API key will be sent unencrypted to {self.base_url}: use https:// or a "
                 "server on this machine, or unset TOOLACE_API_KEY/OPENAI_API_KEY if the server "
@@ -356,21 +355,10 @@ class RemoteBackend:
 
     def _check_grammar(self, request: GenerationRequest, result: GenerationResult) -> None:
         """Raise when the answer breaks the grammar the request asked the server to keep."""
-        grammar_sent = self._grammar(request) is not None
         cut = result.finish_reason == "length" or bool(request.sampling.stop)  # maybe mid-call
-        why = grammar_violation(result.text, request, truncated=cut, grammar_sent=grammar_sent)
-        if why is None:
-            return
-        advice = (
-            "The server ignored the tool-call grammar: use vLLM >= 0.10.2 with structured "
-            "outputs enabled (its default xgrammar backend)."
-            if grammar_sent
-            else "grammar_param='none' sends no grammar, so the server cannot force a call; "
-            "use grammar_param='structured_outputs' with vLLM, or constrained_decoding=False."
-        )
-        raise GrammarNotEnforcedError(
-            f"{self.base_url}/completions", 200, f"the answer {result.text[:300]!r}: {why}.",
-            retryable=False, advice=advice,
+        check_grammar(
+            f"{self.base_url}/completions", result.text, request,
+            truncated=cut, grammar_sent=self._grammar(request) is not None,
         )  # fmt: skip
 
     def _result(self, answer: Answer, ids: Sequence[int]) -> GenerationResult:
@@ -435,17 +423,3 @@ class RemoteBackend:
 
     def _encoder(self) -> PromptEncoder:
         return _encoder(self.tokenizer_name, self.revision)
-
-
-def _in_clear(url: str) -> bool:
-    """Whether ``url`` is plain HTTP to a host other than this machine."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return False
-    host = (parts.hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True

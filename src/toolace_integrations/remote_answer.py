@@ -1,17 +1,20 @@
-"""Reading an OpenAI-compatible completion answer, and checking it kept the grammar's shape.
+"""The remote backend's wire: reading completion answers, checking them, its errors.
 
 :class:`Answer` takes server-sent-event lines or whole completion objects, validates their shape
 (a proxy's HTML page, a truncated stream or a malformed chunk is a :class:`MalformedAnswer`, never
 an empty answer) and cuts the text at the first stop string. :func:`grammar_violation` tells
 whether an answer could have come out of the tool-call grammar: a server that ignored the
-grammar must not pass off unconstrained text as a forced call.
+grammar must not pass off unconstrained text as a forced call. :func:`sent_in_clear` tells
+whether a request would carry an API key unencrypted to another machine.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from toolace_integrations.errors import ToolACEError
 from toolace_integrations.generation import GenerationRequest
@@ -24,8 +27,10 @@ __all__ = [
     "MalformedAnswer",
     "RemoteConfigError",
     "RemoteError",
+    "check_grammar",
     "grammar_violation",
     "read_completion",
+    "sent_in_clear",
 ]
 
 _SSE_FIELDS = ("data:", "event:", "id:", "retry:")
@@ -210,6 +215,43 @@ def read_completion(text: str, answers: Sequence[Answer]) -> None:
         answer.flush()
         if answer.finish is None:
             raise MalformedAnswer(f"choice {index} has no finish_reason: {text[:300]!r}")
+
+
+def check_grammar(
+    url: str, text: str, request: GenerationRequest, *, truncated: bool, grammar_sent: bool
+) -> None:
+    """Raise when ``text`` breaks the grammar ``request`` asked for (see :func:`grammar_violation`).
+
+    Raises:
+        GrammarNotEnforcedError: naming why, and what to change on the server or the client.
+    """
+    why = grammar_violation(text, request, truncated=truncated, grammar_sent=grammar_sent)
+    if why is None:
+        return
+    advice = (
+        "The server ignored the tool-call grammar: use vLLM >= 0.10.2 with structured "
+        "outputs enabled (its default xgrammar backend)."
+        if grammar_sent
+        else "grammar_param='none' sends no grammar, so the server cannot force a call; "
+        "use grammar_param='structured_outputs' with vLLM, or constrained_decoding=False."
+    )
+    raise GrammarNotEnforcedError(
+        url, 200, f"the answer {text[:300]!r}: {why}.", retryable=False, advice=advice
+    )
+
+
+def sent_in_clear(url: str) -> bool:
+    """Whether ``url`` is plain HTTP to a host other than this machine."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def grammar_violation(
