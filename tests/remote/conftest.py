@@ -36,7 +36,7 @@ def vllm_url(vllm_model: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         pytest.skip("TOOLACE_SKIP_VLLM=1: the tests that need a vLLM server are skipped")
     server = VLLMServer(vllm_model, tmp_path_factory.mktemp("vllm") / "server.log")
     try:
-        url = server.start()
+        url = server.start(timeout=240)  # under pytest-timeout, so the log tail is shown
     except VLLMStartError as error:
         pytest.fail(str(error), pytrace=False)
     try:
