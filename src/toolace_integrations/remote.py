@@ -156,7 +156,7 @@ class RemoteBackend:
         self._context_window = context_window or None
         self._client: httpx.Client | None = None
         self._gatherer: RequestGatherer | None = None
-        self._lock = threading.Lock()
+        self._lock, self._pid = threading.Lock(), os.getpid()
 
     @property
     def model_name(self) -> str:
@@ -213,7 +213,7 @@ class RemoteBackend:
         :class:`~toolace_integrations.remote_batching.RequestGatherer`), and no batch waits for
         another: the server's scheduler, not the client, decides what runs together.
         """
-        with self._lock:
+        with self._mine():
             if self._gatherer is None:
                 self._gatherer = RequestGatherer(self.generate_batch, self.max_concurrency)
             gatherer = self._gatherer
@@ -254,7 +254,7 @@ class RemoteBackend:
 
     def close(self) -> None:
         """Close pooled connections and threads; the backend reopens them when used again."""
-        with self._lock:
+        with self._mine():
             client, self._client = self._client, None
             gatherer, self._gatherer = self._gatherer, None
         if gatherer is not None:
@@ -414,8 +414,19 @@ class RemoteBackend:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def _mine(self) -> threading.Lock:
+        """The lock guarding the client and threads, all fresh in a forked child process.
+
+        A child (gunicorn ``--preload``, Celery prefork) has none of the parent's threads, and
+        sharing its sockets would mix answers, so it opens its own on first use.
+        """
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.Lock(), os.getpid()
+            self._client, self._gatherer = None, None
+        return self._lock
+
     def _http(self) -> httpx.Client:
-        with self._lock:
+        with self._mine():
             if self._client is None:
                 limits = httpx.Limits(max_connections=max(self.max_concurrency, 10) + 4)
                 self._client = httpx.Client(timeout=self.timeout, limits=limits)

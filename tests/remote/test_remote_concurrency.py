@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -122,3 +124,28 @@ def test_connect_passes_the_remote_settings(tiny_model_path: str) -> None:
     assert backend.max_retries == 0
     _, body = backend._body([_request(0)], stream=True)
     assert body["top_k"] == 20 and "structured_outputs" not in body
+
+
+async def test_a_forked_child_gets_answers_too(barrier_stub: Any, tiny_model_path: str) -> None:
+    """Issue 19.4 on the remote path: after async calls in the parent, the child's return."""
+    server = barrier_stub(1)
+    with RemoteBackend(server.url, tiny_model_path, context_window=4096) as backend:
+        await asyncio.gather(*(arun_chat(backend, _request(i)) for i in range(2)))
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if its call returns in time
+            code = 1
+            try:
+                turn = asyncio.run(asyncio.wait_for(arun_chat(backend, _request(7)), 20))
+                code = 0 if turn.text == "Sunny." else 2
+            finally:
+                os._exit(code)
+        for _ in range(250):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's call never returned")
+    assert os.waitstatus_to_exitcode(status) == 0
