@@ -45,6 +45,7 @@ class ChatTurn:
         completion_tokens: Tokens generated.
         model_name: The model id or path.
         cached_prompt_tokens: Prompt tokens served from a cache of earlier prompts.
+        closed_early: The token budget ran short and the engine closed the forced calls.
     """
 
     parsed: ParsedOutput
@@ -54,6 +55,7 @@ class ChatTurn:
     completion_tokens: int
     model_name: str
     cached_prompt_tokens: int = 0
+    closed_early: bool = False
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,7 @@ def _chat_result(
         result.completion_tokens,
         model_name,
         result.cached_prompt_tokens,
+        result.closed_early,
     )
 
 

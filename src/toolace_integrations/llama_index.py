@@ -44,6 +44,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.llms.utils import parse_partial_json
 
 from toolace_integrations.chat import (
     ChatEvent,
@@ -308,7 +309,7 @@ class ToolACELLM(FunctionCallingLLM):
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
-        """The calls of a response as ``ToolSelection`` records (none on partial stream responses).
+        """The calls of a response as ``ToolSelection`` records (partial ones while streaming).
 
         Raises:
             NoToolCallError: there is no call and ``error_on_no_tool_call`` is true.
@@ -370,9 +371,10 @@ class ToolACELLM(FunctionCallingLLM):
         """The one generation path: chat events mapped to cumulative ``ChatResponse`` records."""
         request = self._build_request(messages, kwargs)
         text = ""
+        calls: dict[str, tuple[int, str, str]] = {}  # id: index, name, arguments so far
         for event in stream_chat(self._load(), request, cancel):
             text += event.content
-            yield _chat_response(event, text)
+            yield _chat_response(event, text, calls)
 
     def _stream(
         self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
@@ -456,13 +458,30 @@ def _field(record: Any, key: str) -> Any:
     return record.get(key) if isinstance(record, Mapping) else getattr(record, key, None)
 
 
-def _chat_response(event: ChatEvent, text: str) -> ChatResponse:
+def _chat_response(
+    event: ChatEvent, text: str, calls: dict[str, tuple[int, str, str]] | None = None
+) -> ChatResponse:
+    """A response for ``event``: the text so far and, while streaming, the calls so far.
+
+    ``calls`` carries the streamed calls between events; a partial response holds a
+    ``ToolCallBlock`` per call with the arguments parsed so far (as llama-index's OpenAI LLM
+    streams them), the last response the complete, validated calls.
+    """
     result = event.result
     if result is None:
-        message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+        calls = {} if calls is None else calls
+        for piece in event.calls:
+            index, name, arguments = calls.get(piece.id, (piece.index, piece.name or "", ""))
+            calls[piece.id] = (index, name, arguments + piece.arguments)
+        blocks: list[Any] = [TextBlock(text=text)]
+        blocks += [
+            ToolCallBlock(tool_call_id=i, tool_name=name, tool_kwargs=_partial_kwargs(arguments))
+            for i, (_, name, arguments) in sorted(calls.items(), key=lambda item: item[1][0])
+        ]
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
         return ChatResponse(message=message, delta=event.content)
     parsed = result.parsed
-    blocks: list[Any] = [TextBlock(text=parsed.content)]
+    blocks = [TextBlock(text=parsed.content)]
     blocks += [
         ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments)
         for c in parsed.calls
@@ -487,7 +506,10 @@ def _chat_response(event: ChatEvent, text: str) -> ChatResponse:
         "completion_tokens": result.completion_tokens,
         "total_tokens": result.prompt_tokens + result.completion_tokens,
     }
-    raw = {"text": result.text, "finish_reason": result.finish_reason, "usage": usage}
+    raw: dict[str, Any] = {"text": result.text, "finish_reason": result.finish_reason}
+    raw["usage"] = usage
+    if result.closed_early:
+        raw["closed_early"] = True
     return ChatResponse(
         message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra),
         delta=event.content,
@@ -496,3 +518,10 @@ def _chat_response(event: ChatEvent, text: str) -> ChatResponse:
     )
 
 
+def _partial_kwargs(arguments: str) -> dict[str, Any]:
+    """The arguments of a call still being written, as far as they parse."""
+    try:
+        value = parse_partial_json(arguments) if arguments else {}
+    except ValueError:  # json.JSONDecodeError is one
+        return {}
+    return value if isinstance(value, dict) else {}
