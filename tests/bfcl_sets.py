@@ -53,7 +53,7 @@ def tool_sets(per_category: int) -> list[tuple[str, str, list[FunctionSpec]]]:
 
 
 def json_schema(schema: Any) -> Any:
-    """BFCL's parameter schema in JSON Schema's type names (``dict``, ``float``, ``tuple``, ``any``)."""
+    """BFCL's parameter schema with JSON Schema's type names (for ``jsonschema``)."""
     if isinstance(schema, list):
         return [json_schema(item) for item in schema]
     if not isinstance(schema, dict):

@@ -48,7 +48,9 @@ TOOLS = [
             "required": ["rate", "cash_flows"],
         },
     ),
-    FunctionSpec("Market Trends API", "", {"type": "dict", "properties": {"q": {"type": "string"}}}),
+    FunctionSpec(
+        "Market Trends API", "", {"type": "dict", "properties": {"q": {"type": "string"}}}
+    ),
     FunctionSpec("ping", "", {"type": "object", "properties": {}}),
 ]
 _SPECS = {tool.name: tool for tool in TOOLS}

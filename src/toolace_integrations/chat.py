@@ -108,12 +108,14 @@ def stream_chat(
 
     Text that may be the start of a call list is held back, so a streamed answer never shows
     call syntax as content; surrounding whitespace is held back too, so the summed stream equals
-    the non-streamed content. Calls of bound tools stream as :attr:`ChatEvent.calls` pieces.
-    Each piece of text is read once.
+    the non-streamed content. With the grammar on, calls of bound tools stream as
+    :attr:`ChatEvent.calls` pieces as they are written; without it a call may turn out
+    malformed after its pieces were shown, so calls arrive whole on the last event. Each piece
+    of text is read once.
     """
     choice = request.tool_choice
     parsing = bool(request.tools) and not (choice is not None and choice.mode == "none")
-    calls = CallStream(request.tools if parsing else (), choice)
+    calls = CallStream(request.tools if parsing and request.constrained else (), choice)
     text = ""
     shown = 0  # characters of ``text`` shown as content
     start = end = -1  # where the visible (stripped) answer starts and ends so far
@@ -299,9 +301,7 @@ def run_chat_batch(backend: Backend, requests: Sequence[GenerationRequest]) -> l
     ]
 
 
-def _chat_result(
-    model_name: str, request: GenerationRequest, result: GenerationResult
-) -> ChatTurn:
+def _chat_result(model_name: str, request: GenerationRequest, result: GenerationResult) -> ChatTurn:
     choice = request.tool_choice
     if request.tools and not (choice is not None and choice.mode == "none"):
         truncated = result.finish_reason == "length"

@@ -40,7 +40,7 @@ from toolace_integrations.parsing import (
 )
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
-__all__ = ["CallDelta", "CallStream", "breaking_suffix"]
+__all__ = ["CallDelta", "CallStream", "breaking_suffix", "partial_arguments"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.- ")
@@ -438,3 +438,37 @@ def breaking_suffix(prefix: str) -> str:
         elif char in "]}" and stack:
             stack.pop()
     return ('"' if in_string else "") + ("}" if stack and stack[-1] == "[" else "]")
+
+
+def partial_arguments(prefix: str) -> dict[str, Any]:
+    """The arguments a prefix of ``json.dumps(arguments)`` shows so far, as a dict.
+
+    An open string is shown as written so far, a key without its value is left out. For
+    frameworks that read partial calls as dicts (LlamaIndex's ``ToolCallBlock.tool_kwargs``).
+    """
+    stack: list[str] = []
+    cuts: list[tuple[int, str]] = []  # where a prefix ends between values, and its closers
+    in_string = escaped = False
+    for position, char in enumerate(prefix):
+        if in_string:
+            in_string = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            stack.append("}" if char == "{" else "]")
+            cuts.append((position + 1, "".join(reversed(stack))))
+        elif char in "}]" and stack:
+            stack.pop()
+        elif char == ",":
+            cuts.append((position, "".join(reversed(stack))))
+    closers = "".join(reversed(stack))
+    candidates = [prefix + '"' + closers] if in_string and not escaped else []
+    candidates += [prefix + closers] + [prefix[:at] + close for at, close in reversed(cuts)]
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        return value if isinstance(value, dict) else {}
+    return {}

@@ -44,7 +44,6 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
-from llama_index.core.llms.utils import parse_partial_json
 
 from toolace_integrations.chat import (
     ChatEvent,
@@ -55,6 +54,7 @@ from toolace_integrations.chat import (
 )
 from toolace_integrations.errors import NoToolCallError
 from toolace_integrations.generation import Backend, GenerationRequest, SamplingParams, connect
+from toolace_integrations.incremental import partial_arguments
 from toolace_integrations.parsing import ToolCall
 from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError, Role
 from toolace_integrations.tools import normalize_tools, resolve_tool_choice
@@ -475,7 +475,7 @@ def _chat_response(
             calls[piece.id] = (index, name, arguments + piece.arguments)
         blocks: list[Any] = [TextBlock(text=text)]
         blocks += [
-            ToolCallBlock(tool_call_id=i, tool_name=name, tool_kwargs=_partial_kwargs(arguments))
+            ToolCallBlock(tool_call_id=i, tool_name=name, tool_kwargs=partial_arguments(arguments))
             for i, (_, name, arguments) in sorted(calls.items(), key=lambda item: item[1][0])
         ]
         message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
@@ -516,12 +516,3 @@ def _chat_response(
         raw={**raw, "model": result.model_name},
         additional_kwargs=usage,
     )
-
-
-def _partial_kwargs(arguments: str) -> dict[str, Any]:
-    """The arguments of a call still being written, as far as they parse."""
-    try:
-        value = parse_partial_json(arguments) if arguments else {}
-    except ValueError:  # json.JSONDecodeError is one
-        return {}
-    return value if isinstance(value, dict) else {}
