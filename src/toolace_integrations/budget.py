@@ -133,34 +133,40 @@ def closed_early(processors: Sequence[Any], rows: int) -> list[bool]:
 
 
 def _margin(tokenizer: Any, tools: Sequence[FunctionSpec], choice: ToolChoice) -> int:
-    """Tokens (bounded by bytes) one free token can add to the closing text, at most."""
+    """Bytes (an upper bound on tokens) one free token can add to the closing text.
+
+    A token can start another call (the shortest call of the tool it names; with parallel calls
+    only) or open an optional argument, key or list item (the shortest value of its schema); a
+    few such openings fit in one token, hence the slack.
+    """
     schemas = Schemas()
-    names = [t for t in tools if choice.mode != "named" or t.name == choice.name]
+    closer = Closer(tools, choice)
     widest = 0
-    for tool in names:
+    for tool in tools:
+        if choice.mode == "named" and tool.name != choice.name:
+            continue
         kind = schemas.kind(tool.parameters, tool.parameters)
-        call = f", {tool.name}(" + _widest(schemas, kind, 0, args=True) + ")]"
-        widest = max(widest, len(call.encode()))
-    return widest + 2
+        widest = max(widest, 2 * _opening(schemas, kind, 0))
+        if choice.parallel:  # ", name(...)" after a call
+            call = closer.shortest_call(tool.name + "(") or ""
+            widest = max(widest, len(tool.name.encode()) + 2 + len(call.encode()))
+    return widest + 8
 
 
-def _widest(schemas: Schemas, kind: _Kind, depth: int, *, args: bool = False) -> str:
-    """A value with every optional entry and one item of each list: what a step may open."""
+def _opening(schemas: Schemas, kind: _Kind, depth: int) -> int:
+    """The most bytes an optional entry or list item anywhere inside ``kind`` needs to close."""
     if depth > _GROWTH_DEPTH:
-        return "0" * 8
-    if kind.kind == "lit":
-        return max(kind.literals, key=len, default="")
-    if kind.kind == "union":
-        options = [_widest(schemas, schemas.resolve(b), depth + 1) for b in kind.branches]
-        return max(options, key=len, default="")
-    if kind.kind == "array":
-        return "[" + _widest(schemas, schemas.resolve(kind.items, kind.depth + 1), depth + 1) + "]"
+        return 16
+    inner: list[_Kind] = []
+    extra = 0
     if kind.kind == "object":
-        parts = []
-        for key, pair, _ in kind.entries:
-            head = f"{key}=" if args else f"{json.dumps(key)}: "
-            parts.append(head + _widest(schemas, schemas.resolve(pair), depth + 1))
-        return ("" if args else "{") + ", ".join(parts) + ("" if args else "}")
-    if kind.kind in ("map", "any"):
-        return '{"": [' + "0" * 4 + "]}"
-    return '""' if kind.kind == "string" else "0.0e-0"
+        inner = [schemas.resolve(pair) for _, pair, _ in kind.entries]
+        extra = max((len(json.dumps(key)) + 4 for key, _, _ in kind.entries), default=0)
+    elif kind.kind in ("array", "map", "any"):
+        inner = [schemas.resolve(kind.items, kind.depth + (kind.kind == "array"))]
+        extra = 6
+    elif kind.kind == "union":
+        inner = [schemas.resolve(branch) for branch in kind.branches]
+    sizes = [len((schemas.shortest(k) or "").encode()) + extra for k in inner]
+    deeper = [_opening(schemas, k, depth + 1) for k in inner]
+    return max([*sizes, *deeper, 8])

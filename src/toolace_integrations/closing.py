@@ -207,7 +207,7 @@ class Closer:
         if self._lost:
             return None
         if not self._started:
-            call = self._shortest_call("")
+            call = self.shortest_call("")
             return None if call is None else "[" + call + "]"
         parts = []
         for depth in range(len(self._stack) - 1, -1, -1):
@@ -393,7 +393,8 @@ class Closer:
 
     # -- closing ---------------------------------------------------------------------------
 
-    def _shortest_call(self, prefix: str) -> str | None:
+    def shortest_call(self, prefix: str) -> str | None:
+        """The shortest rest of a call whose text so far is ``prefix`` (``""``: any call)."""
         best: str | None = None
         for name, kind in self._args.items():
             if not (name + "(").startswith(prefix):
@@ -407,11 +408,11 @@ class Closer:
     def _close(self, f: _Frame, top: bool) -> str | None:
         s = self._schemas
         if f.kind == "list":
-            call = "" if f.state == "after" or not top else self._shortest_call("")
+            call = "" if f.state == "after" or not top else self.shortest_call("")
             lead = " " if f.state == "comma" else ""
             return None if call is None else lead + call + "]"
         if f.kind == "name":
-            return self._shortest_call(f.text)
+            return self.shortest_call(f.text)
         if f.kind in ("args", "object"):
             return self._close_entries(f, top)
         if f.kind == "string":
