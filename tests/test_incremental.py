@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolace_integrations.closing import Closer
-from toolace_integrations.incremental import CallDelta, CallStream, breaking_suffix
+from toolace_integrations.incremental import CallDelta, CallStream
 from toolace_integrations.parsing import ParsedOutput, format_tool_calls, parse_tool_calls
+from toolace_integrations.partial_json import breaking_suffix
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 _POINT = {

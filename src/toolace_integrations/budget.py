@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from toolace_integrations.closing import Closer, Schemas, _Kind
+from toolace_integrations.closing import Closer
 from toolace_integrations.generation import GenerationRequest
+from toolace_integrations.schema_values import Kind, Schemas
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 __all__ = ["BudgetCloser", "budget_closer", "closed_early", "forced"]
@@ -153,11 +154,11 @@ def _margin(tokenizer: Any, tools: Sequence[FunctionSpec], choice: ToolChoice) -
     return widest + 8
 
 
-def _opening(schemas: Schemas, kind: _Kind, depth: int) -> int:
+def _opening(schemas: Schemas, kind: Kind, depth: int) -> int:
     """The most bytes an optional entry or list item anywhere inside ``kind`` needs to close."""
     if depth > _GROWTH_DEPTH:
         return 16
-    inner: list[_Kind] = []
+    inner: list[Kind] = []
     extra = 0
     if kind.kind == "object":
         inner = [schemas.resolve(pair) for _, pair, _ in kind.entries]

@@ -15,153 +15,16 @@ Notes:
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolace_integrations.grammar import _ANY_DEPTH, _TYPE_ALIASES, _bound, _python_literal
+from toolace_integrations.grammar import _ANY_DEPTH
+from toolace_integrations.schema_values import Kind, Schemas, entry_head
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 _NUMBER_CHARS = frozenset("0123456789.eE+-")
-_MAX_NESTING = 64
 _SCALAR_LITERALS = ("True", "False", "None")
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """A normalized schema: ``kind`` is lit/string/number/array/object/map/any/union."""
-
-    kind: str
-    literals: tuple[str, ...] = ()
-    positive: bool = False  # integer with minimum >= 1: the shortest is "1"
-    items: Any = None  # array: item schema; map: value schema
-    lo: int = 0
-    hi: int | None = None
-    entries: tuple[tuple[str, Any, bool], ...] = ()  # object: (key, schema, required)
-    branches: tuple[Any, ...] = ()
-    depth: int = 0  # any: nesting level
-
-
-class Schemas:
-    """Normalizes JSON schemas the way the grammar reads them and finds their shortest values."""
-
-    def kind(self, schema: Any, root: Mapping[str, Any]) -> _Kind:
-        """The grammar's reading of ``schema`` (``$ref``s resolve against ``root``)."""
-        if not isinstance(schema, Mapping):
-            return _Kind("any")
-        seen: set[str] = set()
-        while isinstance(schema.get("$ref"), str) and schema["$ref"] not in seen:
-            seen.add(schema["$ref"])
-            schema = _resolve(schema["$ref"], root)
-        if isinstance(schema.get("allOf"), list):
-            merged = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                if isinstance(part, Mapping) and isinstance(part.get("$ref"), str):
-                    part = _resolve(part["$ref"], root)
-                for key, val in part.items() if isinstance(part, Mapping) else ():
-                    if key in ("properties", "required") and key in merged:
-                        val = {**merged[key], **val} if key == "properties" else merged[key] + val
-                    merged[key] = val
-            return self.kind(merged, root)
-        if "const" in schema or isinstance(schema.get("enum"), list):
-            values = [schema["const"]] if "const" in schema else schema["enum"]
-            return _Kind("lit", tuple(v for v in map(_python_literal, values) if v is not None))
-        for key in ("anyOf", "oneOf"):
-            if isinstance(schema.get(key), list) and schema[key]:
-                return _Kind("union", branches=tuple((s, root) for s in schema[key]))
-        kind = schema.get("type")
-        if isinstance(kind, list):
-            return _Kind("union", branches=tuple(({**schema, "type": k}, root) for k in kind))
-        if not isinstance(kind, str):
-            kind = "object" if "properties" in schema else "array" if "items" in schema else "any"
-        kind = _TYPE_ALIASES.get(kind, kind)
-        if kind == "boolean":
-            return _Kind("lit", ("True", "False"))
-        if kind == "null":
-            return _Kind("lit", ("None",))
-        if kind == "string":
-            return _Kind("string")
-        if kind in ("integer", "number"):
-            minimum = schema.get("minimum")
-            low = minimum if isinstance(minimum, (int, float)) else -math.inf
-            exclusive = schema.get("exclusiveMinimum")
-            positive = kind == "integer" and (
-                low >= 1 or (isinstance(exclusive, (int, float)) and exclusive >= 0)
-            )
-            return _Kind("number", positive=positive)
-        if kind == "array":
-            lo, hi = _bound(schema, "minItems") or 0, _bound(schema, "maxItems")
-            return _Kind("array", items=(schema.get("items"), root), lo=lo, hi=hi, depth=-1)
-        if kind == "object":
-            properties = schema.get("properties")
-            if isinstance(properties, Mapping) and properties:
-                required = set(schema.get("required") or ())
-                entries = tuple((k, (s, root), k in required) for k, s in properties.items())
-                return _Kind("object", entries=entries)
-            extra = schema.get("additionalProperties")
-            if extra is False:
-                return _Kind("lit", ("{}",))
-            inner = (extra, root) if isinstance(extra, Mapping) else None
-            return _Kind("map", items=inner, depth=1)
-        return _Kind("any")
-
-    def resolve(self, pair: Any, depth: int = 0) -> _Kind:
-        """:meth:`kind` of a ``(schema, root)`` pair; ``None`` is any value at ``depth``."""
-        return _Kind("any", depth=depth) if pair is None else self.kind(pair[0], pair[1])
-
-    def shortest(self, kind: _Kind, depth: int = 0) -> str | None:
-        """The shortest value the grammar accepts for ``kind``; ``None`` if none is finite."""
-        if depth > _MAX_NESTING:
-            return None
-        if kind.kind == "lit":
-            return min(kind.literals, key=len) if kind.literals else None
-        if kind.kind in ("string", "number", "any", "map"):
-            simple = {"string": '""', "any": "0", "map": "{}"}
-            return simple.get(kind.kind, "1" if kind.positive else "0")
-        if kind.kind == "union":
-            options = [self.shortest(self.resolve(b), depth + 1) for b in kind.branches]
-            return min((o for o in options if o is not None), key=len, default=None)
-        if kind.kind == "array":
-            if kind.lo == 0 or (kind.hi is not None and kind.hi <= 0):
-                return "[]"
-            item = self.shortest(self.resolve(kind.items, kind.depth + 1), depth + 1)
-            return None if item is None else "[" + ", ".join([item] * kind.lo) + "]"
-        parts = self.required_after(kind, -1, depth=depth + 1)
-        return None if parts is None else "{" + ", ".join(parts) + "}"
-
-    def entry(self, kind: _Kind, index: int, *, args: bool = False, depth: int = 0) -> str | None:
-        """The shortest ``"key": value`` (``key=value`` for ``args``) text of entry ``index``."""
-        key, pair, _ = kind.entries[index]
-        value = self.shortest(self.resolve(pair), depth)
-        return None if value is None else _head(key, args) + value
-
-    def required_after(
-        self, kind: _Kind, last: int, *, args: bool = False, depth: int = 0
-    ) -> list[str] | None:
-        """The shortest texts of the required entries after entry ``last``."""
-        parts = []
-        for index in range(last + 1, len(kind.entries)):
-            if kind.entries[index][2]:
-                text = self.entry(kind, index, args=args, depth=depth)
-                if text is None:
-                    return None
-                parts.append(text)
-        return parts
-
-
-def _head(key: str, args: bool) -> str:
-    """How an entry starts: ``key=`` in a call, ``"key": `` in a dict."""
-    return f"{key}=" if args else f"{json.dumps(key)}: "
-
-
-def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
-    node: Any = root if ref.startswith("#") else None
-    for part in ref[1:].split("/")[1:]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
 
 
 @dataclass
@@ -169,7 +32,7 @@ class _Frame:
     """One open construct: a call list, a call name, arguments, or a value."""
 
     kind: str  # list, name, args, object, map, array, string, number, lit, value
-    spec: Any = None  # _Kind of a value, the FunctionSpec of args, candidates of a name
+    spec: Any = None  # Kind of a value, the FunctionSpec of args, candidates of a name
     state: str = "start"
     text: str = ""  # name/literal/number/entry-head text written so far
     last: int = -1  # index of the last complete entry (object, args)
@@ -280,7 +143,7 @@ class Closer:
         heads = []
         for index in range(f.last + 1, len(f.spec.entries)):
             key, _, required = f.spec.entries[index]
-            heads.append((index, _head(key, args)))
+            heads.append((index, entry_head(key, args)))
             if required:
                 break
         return heads
@@ -312,7 +175,7 @@ class Closer:
             return self._open_value(self._schemas.resolve(f.spec.entries[f.last][1]), c)
         return False
 
-    def _open_value(self, kind: _Kind, c: str) -> bool:
+    def _open_value(self, kind: Kind, c: str) -> bool:
         if kind.kind == "union":
             fits = [k for k in map(self._schemas.resolve, kind.branches) if _starts(k, c)]
             if len(fits) != 1:
@@ -380,7 +243,7 @@ class Closer:
             return c == " "
         if f.state in ("start", "member") and c == '"':
             f.state = "key"
-            self._stack.append(_Frame("string", spec=_Kind("string")))
+            self._stack.append(_Frame("string", spec=Kind("string")))
             return True
         if f.state == "colon":
             f.text += c
@@ -481,24 +344,24 @@ class Closer:
         return (" " if f.state == "comma" else "") + best + end
 
 
-def _any_kind(depth: int, c: str) -> _Kind | None:
+def _any_kind(depth: int, c: str) -> Kind | None:
     """The kind of an any-typed value that starts with ``c``, at nesting ``depth``."""
     if c == '"':
-        return _Kind("string")
+        return Kind("string")
     if c.isdigit() or c == "-":
-        return _Kind("number")
+        return Kind("number")
     if c in "TFN":
-        return _Kind("lit", _SCALAR_LITERALS)
+        return Kind("lit", _SCALAR_LITERALS)
     if depth >= _ANY_DEPTH:
         return None
     if c == "[":
-        return _Kind("array", items=None, depth=depth)
+        return Kind("array", items=None, depth=depth)
     if c == "{":
-        return _Kind("map", items=None, depth=depth + 1)
+        return Kind("map", items=None, depth=depth + 1)
     return None
 
 
-def _starts(kind: _Kind, c: str) -> bool:
+def _starts(kind: Kind, c: str) -> bool:
     """Whether a value of ``kind`` may start with ``c``."""
     if kind.kind == "lit":
         return any(lit.startswith(c) for lit in kind.literals)

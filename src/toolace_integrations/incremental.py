@@ -13,7 +13,10 @@ Notes:
     Only calls of bound tools stream. A call that starts with a positional argument, or whose
     value cannot be read as a literal, stops streaming (its last delta, at the end, completes it
     if it turns out valid). Fenced and bare calls do not stream; the final parse still finds
-    them. With ``parallel=False`` only the first call streams.
+    them. With ``parallel=False`` only the first call streams. The shortest text closing a
+    grammar-constrained answer is :class:`~toolace_integrations.closing.Closer`'s to tell.
+    Each piece of text is copied once; a value is parsed when it ends and a call when it ends
+    (with the parser's own code), so the work stays linear in the answer's length.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from dataclasses import dataclass, replace
 from keyword import iskeyword
 from typing import Any
 
-from toolace_integrations.closing import Closer
 from toolace_integrations.parsing import (
     _PARSE_LOCK,
     InvalidCall,
@@ -40,7 +42,7 @@ from toolace_integrations.parsing import (
 )
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
-__all__ = ["CallDelta", "CallStream", "breaking_suffix", "partial_arguments"]
+__all__ = ["CallDelta", "CallStream"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.- ")
@@ -98,14 +100,12 @@ class CallStream:
 
     Args:
         tools: The bound tools.
-        choice: The tool choice; ``required``/``named`` also track :meth:`closing`.
+        choice: The tool choice (``parallel=False``: only the first call streams).
     """
 
     def __init__(self, tools: Sequence[FunctionSpec], choice: ToolChoice | None = None) -> None:
         self._specs = {tool.name: tool for tool in tools}
         self._parallel = choice is None or choice.parallel
-        forced = choice is not None and choice.mode in ("required", "named") and bool(tools)
-        self._closer = Closer(tools, choice) if forced and choice is not None else None
         self.mode = "undecided"  # then "calls", "text", "bare" (a bare call) or "fence"
         self._text = ""
         self._lead = ""  # the first non-blank characters (fence or bare-name detection)
@@ -129,14 +129,8 @@ class CallStream:
             return self._bare_call or self._lead[-1] in _NAME_END
         return self.mode == "undecided"
 
-    def closing(self) -> str | None:
-        """The shortest text closing the answer into valid calls (forced choices only)."""
-        return None if self._closer is None else self._closer.closing()
-
     def feed(self, text: str) -> list[CallDelta]:
         """Read the next piece of the answer; returns the call pieces it completes."""
-        if self._closer is not None:
-            self._closer.feed(text)
         start = len(self._text)
         self._text += text
         for position in range(start, len(self._text)):
@@ -417,58 +411,3 @@ def _value(text: str) -> tuple[Any] | None:
         return (_literal(node.args[0]),)
     except (SyntaxError, ValueError, _Reject, RecursionError, MemoryError):
         return None
-
-
-def breaking_suffix(prefix: str) -> str:
-    """Text that makes ``prefix`` + it unreadable as JSON, even to lenient partial parsers.
-
-    A streamed call that turns out invalid cannot take its argument pieces back; frameworks that
-    sum pieces (LangChain's ``tool_call_chunks``) then read the sum as an invalid call. The
-    suffix closes an open string and adds a closing bracket that matches nothing.
-    """
-    stack, in_string, escaped = [], False, False
-    for char in prefix:
-        if in_string:
-            in_string = escaped or char != '"'
-            escaped = not escaped and char == "\\"
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            stack.append(char)
-        elif char in "]}" and stack:
-            stack.pop()
-    return ('"' if in_string else "") + ("}" if stack and stack[-1] == "[" else "]")
-
-
-def partial_arguments(prefix: str) -> dict[str, Any]:
-    """The arguments a prefix of ``json.dumps(arguments)`` shows so far, as a dict.
-
-    An open string is shown as written so far, a key without its value is left out. For
-    frameworks that read partial calls as dicts (LlamaIndex's ``ToolCallBlock.tool_kwargs``).
-    """
-    stack: list[str] = []
-    cuts: list[tuple[int, str]] = []  # where a prefix ends between values, and its closers
-    in_string = escaped = False
-    for position, char in enumerate(prefix):
-        if in_string:
-            in_string = escaped or char != '"'
-            escaped = not escaped and char == "\\"
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            stack.append("}" if char == "{" else "]")
-            cuts.append((position + 1, "".join(reversed(stack))))
-        elif char in "}]" and stack:
-            stack.pop()
-        elif char == ",":
-            cuts.append((position, "".join(reversed(stack))))
-    closers = "".join(reversed(stack))
-    candidates = [prefix + '"' + closers] if in_string and not escaped else []
-    candidates += [prefix + closers] + [prefix[:at] + close for at, close in reversed(cuts)]
-    for candidate in candidates:
-        try:
-            value = json.loads(candidate)
-        except ValueError:
-            continue
-        return value if isinstance(value, dict) else {}
-    return {}

@@ -56,8 +56,9 @@ from toolace_integrations.generation import (
     SamplingParams,
     connect,
 )
-from toolace_integrations.incremental import CallDelta, breaking_suffix
+from toolace_integrations.incremental import CallDelta
 from toolace_integrations.parsing import ToolCall
+from toolace_integrations.partial_json import breaking_suffix
 from toolace_integrations.prompt import (
     DEFAULT_SYSTEM_TEMPLATE,
     Message,

@@ -54,8 +54,8 @@ from toolace_integrations.chat import (
 )
 from toolace_integrations.errors import NoToolCallError
 from toolace_integrations.generation import Backend, GenerationRequest, SamplingParams, connect
-from toolace_integrations.incremental import partial_arguments
 from toolace_integrations.parsing import ToolCall
+from toolace_integrations.partial_json import partial_arguments
 from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError, Role
 from toolace_integrations.tools import normalize_tools, resolve_tool_choice
 
