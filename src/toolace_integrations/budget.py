@@ -134,40 +134,39 @@ def closed_early(processors: Sequence[Any], rows: int) -> list[bool]:
 
 
 def _margin(tokenizer: Any, tools: Sequence[FunctionSpec], choice: ToolChoice) -> int:
-    """Bytes (an upper bound on tokens) one free token can add to the closing text.
+    """Tokens one free token can add to the closing text, at most (with some slack).
 
     A token can start another call (the shortest call of the tool it names; with parallel calls
     only) or open an optional argument, key or list item (the shortest value of its schema); a
-    few such openings fit in one token, hence the slack.
+    couple of such openings fit in one token.
     """
     schemas = Schemas()
     closer = Closer(tools, choice)
-    widest = 0
+    texts: list[str] = []
     for tool in tools:
         if choice.mode == "named" and tool.name != choice.name:
             continue
         kind = schemas.kind(tool.parameters, tool.parameters)
-        widest = max(widest, 2 * _opening(schemas, kind, 0))
+        texts += [text * 2 for text in _openings(schemas, kind, 0)]
         if choice.parallel:  # ", name(...)" after a call
-            call = closer.shortest_call(tool.name + "(") or ""
-            widest = max(widest, len(tool.name.encode()) + 2 + len(call.encode()))
-    return widest + 8
+            texts.append(", " + tool.name + (closer.shortest_call(tool.name + "(") or ""))
+    sizes = [len(tokenizer.encode(text, add_special_tokens=False)) for text in texts]
+    return max(sizes, default=0) + 4
 
 
-def _opening(schemas: Schemas, kind: Kind, depth: int) -> int:
-    """The most bytes an optional entry or list item anywhere inside ``kind`` needs to close."""
+def _openings(schemas: Schemas, kind: Kind, depth: int) -> list[str]:
+    """Texts closing an optional entry or list item anywhere inside ``kind`` may need."""
     if depth > _GROWTH_DEPTH:
-        return 16
-    inner: list[Kind] = []
-    extra = 0
+        return ["0" * 16]
     if kind.kind == "object":
-        inner = [schemas.resolve(pair) for _, pair, _ in kind.entries]
-        extra = max((len(json.dumps(key)) + 4 for key, _, _ in kind.entries), default=0)
+        inner = [(json.dumps(key) + ": ", schemas.resolve(pair)) for key, pair, _ in kind.entries]
     elif kind.kind in ("array", "map", "any"):
-        inner = [schemas.resolve(kind.items, kind.depth + (kind.kind == "array"))]
-        extra = 6
+        inner = [('"": ', schemas.resolve(kind.items, kind.depth + (kind.kind == "array")))]
     elif kind.kind == "union":
-        inner = [schemas.resolve(branch) for branch in kind.branches]
-    sizes = [len((schemas.shortest(k) or "").encode()) + extra for k in inner]
-    deeper = [_opening(schemas, k, depth + 1) for k in inner]
-    return max([*sizes, *deeper, 8])
+        inner = [("", schemas.resolve(branch)) for branch in kind.branches]
+    else:
+        return []
+    texts = [", " + head + (schemas.shortest(k) or "") for head, k in inner]
+    for _, k in inner:
+        texts += _openings(schemas, k, depth + 1)
+    return texts

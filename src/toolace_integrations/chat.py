@@ -120,7 +120,8 @@ def stream_chat(
     shown = 0  # characters of ``text`` shown as content
     start = end = -1  # where the visible (stripped) answer starts and ends so far
     for event in backend.stream(request, cancel):
-        offset, text = len(text), text + event.delta
+        offset = len(text)
+        text += event.delta  # in place: one reference
         found = calls.feed(event.delta)
         pieces = tuple(found) if parsing else ()
         if stripped := len(event.delta.rstrip()):

@@ -26,7 +26,7 @@ import json
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from keyword import iskeyword
 from typing import Any
 
@@ -78,13 +78,13 @@ class _Segment:
     id: str | None = None
     name: str | None = None
     args_at: int = -1  # position after the call's "(" (-1: not reached)
-    emitted: str = ""
+    emitted: list[str] = field(default_factory=list)  # pieces of the JSON sent so far
     frozen: bool = False
     phase: str = "head"  # head, eq, value, done
     arg_start: int = -1
     eq_at: int = -1
     value_start: int = -1
-    value_emitted: str = ""
+    value_emitted: list[str] = field(default_factory=list)  # those of the current value
     string_at: int = -1  # content start of the value's streamed string (-1: none)
     decoded_to: int = -1
     outcome: ToolCall | InvalidCall | None = None
@@ -108,7 +108,7 @@ class CallStream:
         self._parallel = choice is None or choice.parallel
         self.mode = "undecided"  # then "calls", "text", "bare" (a bare call) or "fence"
         self._text = ""
-        self._lead = ""  # the first non-blank characters (fence or bare-name detection)
+        self._lead = ""  # the first non-blank characters, then the last two (fence, bare name)
         self._bare_call = False  # the text starts ``name(``: a bare call, held to the end
         self._stack: list[str] = []
         self._quote = ""  # the open string's delimiter
@@ -132,7 +132,9 @@ class CallStream:
     def feed(self, text: str) -> list[CallDelta]:
         """Read the next piece of the answer; returns the call pieces it completes."""
         start = len(self._text)
-        self._text += text
+        whole, self._text = self._text, ""  # one reference left: the append is in place
+        whole += text
+        self._text = whole
         for position in range(start, len(self._text)):
             if self.mode == "text" or self._closed:
                 break
@@ -170,9 +172,9 @@ class CallStream:
                 call = calls[at_call]
                 if segment.id is not None:
                     calls[at_call] = call = replace(call, id=segment.id)
-                    full = json.dumps(call.arguments)
-                    if full.startswith(segment.emitted) and full != segment.emitted:
-                        rest = full[len(segment.emitted) :]
+                    full, sent = json.dumps(call.arguments), "".join(segment.emitted)
+                    if full.startswith(sent) and full != sent:
+                        rest = full[len(sent) :]
                         pieces.append(CallDelta(segment.index, call.id, None, rest))
                 at_call += 1
             elif not valid and at_invalid < len(invalid):
@@ -194,7 +196,7 @@ class CallStream:
         if self.mode == "fence" or self._bare_call or (not self._lead and char.isspace()):
             return
         first = not self._lead
-        self._lead += char
+        self._lead = (self._lead + char)[-3:]
         if first and char == "[":
             self.mode = "calls"
             self._segments.append(_Segment(0, position + 1))
@@ -308,7 +310,7 @@ class CallStream:
 
     def _confirm_key(self, segment: _Segment, char: str, position: int) -> None:
         key = self._text[segment.arg_start : segment.eq_at].strip()
-        segment.phase, segment.value_start, segment.value_emitted = "value", segment.eq_at + 1, ""
+        segment.phase, segment.value_start, segment.value_emitted = "value", segment.eq_at + 1, []
         if char == "=" or not _IDENTIFIER.fullmatch(key) or iskeyword(key):
             segment.frozen = True
             return
@@ -324,11 +326,14 @@ class CallStream:
                 segment.frozen = True  # a positional argument, or a dangling "="
             return
         value = _value(self._text[segment.value_start : position])
-        piece = None if value is None else json.dumps(value[0])
-        if piece is None or not piece.startswith(segment.value_emitted):
+        piece, sent = (
+            None if value is None else json.dumps(value[0]),
+            "".join(segment.value_emitted),
+        )
+        if piece is None or not piece.startswith(sent):
             segment.frozen = True
             return
-        self._emit(segment, piece[len(segment.value_emitted) :], value=True)
+        self._emit(segment, piece[len(sent) :], value=True)
 
     def _end_segment(self, segment: _Segment, position: int, *, last: bool) -> None:
         text = self._text[segment.start : position].strip()
@@ -342,9 +347,9 @@ class CallStream:
         except _Reject as reject:
             segment.outcome = InvalidCall(text, str(reject), reject.name)
             return
-        full = json.dumps(call.arguments)
-        if segment.id is not None and full.startswith(segment.emitted):
-            rest, segment.emitted = full[len(segment.emitted) :], full
+        full, sent = json.dumps(call.arguments), "".join(segment.emitted)
+        if segment.id is not None and full.startswith(sent):
+            rest, segment.emitted = full[len(sent) :], [full]
             if rest:
                 self._deltas.append(CallDelta(segment.index, segment.id, None, rest))
         segment.frozen = True  # complete: nothing more to stream
@@ -352,9 +357,9 @@ class CallStream:
     def _emit(self, segment: _Segment, piece: str, *, value: bool = False) -> None:
         if not piece or segment.id is None or segment.frozen:
             return
-        segment.emitted += piece
+        segment.emitted.append(piece)
         if value:
-            segment.value_emitted += piece
+            segment.value_emitted.append(piece)
         self._deltas.append(CallDelta(segment.index, segment.id, None, piece))
 
     def _decode(self, segment: _Segment, end: int) -> None:
