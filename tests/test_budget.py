@@ -144,3 +144,17 @@ def test_an_answer_that_ends_in_time_is_not_marked(
         message = llm.bind_tools([WEATHER], tool_choice="any").invoke("Weather?")
     assert message.response_metadata["finish_reason"] == "stop"
     assert "closed_early" not in message.response_metadata
+
+
+def test_a_batch_of_forced_calls_is_closed_row_by_row(
+    tiny_model_path: str, engine: TransformersEngine
+) -> None:
+    llm = ChatToolACE(model=tiny_model_path, dtype=DTYPE, max_tokens=60)
+    bound = llm.bind_tools([WEATHER], tool_choice="get_weather")
+    with steer(engine, LONG):  # one generate() for both rows
+        messages = bound.batch(["Weather in Paris?", "Weather in Rome, please?"])
+    for message in messages:
+        [call] = message.tool_calls
+        assert call["args"]["city"].startswith("x")
+        assert message.response_metadata["finish_reason"] == "length"
+        assert message.response_metadata["closed_early"] is True
