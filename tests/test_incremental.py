@@ -238,3 +238,23 @@ def test_closing_adds_the_missing_required_arguments() -> None:
     assert closer.closing() == ", 0])]"
     closer.feed(', 8], point={"x')
     assert closer.closing() == '": 0, "y": 0})]'
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.text(alphabet="[](){},=\"'\\ abfgetwhrcy_.1-x#\n*", max_size=40),
+    st.lists(st.integers(0, 60), max_size=5),
+)
+def test_hostile_call_text_never_contradicts_the_final_parse(tail: str, cuts: list[int]) -> None:
+    text = "[get_weather(city=" + tail  # a call that starts well, then anything
+    cuts = sorted(min(cut, len(text)) for cut in cuts)
+    final, seen = _follow(
+        text, [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    )
+    valid = {call.id: call for call in final.calls}
+    invalid = {call.id for call in final.invalid}
+    for ident, call in seen.items():
+        if ident in valid:
+            assert call["args"] == json.dumps(valid[ident].arguments)
+        else:
+            assert ident in invalid and call["error"]
