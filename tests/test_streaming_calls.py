@@ -214,3 +214,14 @@ def test_llama_index_stream_carries_the_partial_call(
     final = responses[-1].message
     assert isinstance(final, ChatMessage) and final.role == MessageRole.ASSISTANT
     assert llm.get_tool_calls_from_response(responses[-1])[0].tool_kwargs == {"city": CITY}
+
+
+async def test_langchain_astream_streams_calls_like_stream(
+    llm: ChatToolACE, engine: TransformersEngine
+) -> None:
+    answer, _, valid, _ = CASES["parallel"]
+    with steer(engine, answer):
+        chunks = [chunk async for chunk in llm.bind_tools(TOOLS).astream("Weather?")]
+    assert [c.chunk_position for c in chunks].count("last") == 1
+    assert any(chunk.tool_call_chunks for chunk in chunks[:-1])
+    assert _calls(_sum(chunks)) == valid
