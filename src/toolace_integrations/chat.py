@@ -302,7 +302,9 @@ def run_chat_batch(backend: Backend, requests: Sequence[GenerationRequest]) -> l
     ]
 
 
-def _chat_result(model_name: str, request: GenerationRequest, result: GenerationResult) -> ChatTurn:
+def _chat_result(
+    model_name: str, request: GenerationRequest, result: GenerationResult
+) -> ChatTurn:
     choice = request.tool_choice
     if request.tools and not (choice is not None and choice.mode == "none"):
         truncated = result.finish_reason == "length"
