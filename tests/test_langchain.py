@@ -168,7 +168,7 @@ def test_stream_sums_to_invoke(llm: ChatToolACE, with_tools: bool) -> None:
     assert total.usage_metadata == invoked.usage_metadata
     assert total.response_metadata == invoked.response_metadata
     if with_tools:
-        assert total.tool_calls and chunks[-1].tool_call_chunks[0]["index"] == 0
+        assert total.tool_calls and total.tool_call_chunks[0]["index"] == 0
 
 
 def test_text_streams_in_several_chunks(tiny_model_path: str) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from toolace_integrations.generation import (
@@ -27,13 +26,12 @@ from toolace_integrations.generation import (
     SamplingParams,
 )
 from toolace_integrations.grammar import tool_call_grammar
-from toolace_integrations.parsing import ParsedOutput, looks_like_call_start, parse_tool_calls
+from toolace_integrations.incremental import CallDelta, CallStream
+from toolace_integrations.parsing import ParsedOutput, parse_tool_calls
 from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, render_messages
-from toolace_integrations.tools import TOOL_NAME_PATTERN, FunctionSpec, ToolChoice
+from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 _T = TypeVar("_T")
-_NAME_PREFIX = re.compile(rf"(?:{TOOL_NAME_PATTERN})?")
-_BARE_CALL_START = re.compile(rf"(?:{TOOL_NAME_PATTERN})\(")
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,7 @@ class ChatTurn:
         completion_tokens: Tokens generated.
         model_name: The model id or path.
         cached_prompt_tokens: Prompt tokens served from a cache of earlier prompts.
+        closed_early: The token budget ran short and the engine closed the forced calls.
     """
 
     parsed: ParsedOutput
@@ -57,14 +56,21 @@ class ChatTurn:
     completion_tokens: int
     model_name: str
     cached_prompt_tokens: int = 0
+    closed_early: bool = False
 
 
 @dataclass(frozen=True)
 class ChatEvent:
-    """A streamed piece: answer text to show now, and on the last event the whole result."""
+    """A streamed piece: answer text to show now, and on the last event the whole result.
+
+    ``calls`` are pieces of tool calls as they are written (see
+    :class:`~toolace_integrations.incremental.CallDelta`); their ids are those of the result's
+    calls, and each call's argument pieces sum to ``json.dumps`` of its final arguments.
+    """
 
     content: str = ""
     result: ChatTurn | None = None
+    calls: tuple[CallDelta, ...] = ()
 
 
 def build_request(
@@ -109,23 +115,39 @@ def stream_chat(
 
     Text that may be the start of a call list is held back, so a streamed answer never shows
     call syntax as content; surrounding whitespace is held back too, so the summed stream equals
-    the non-streamed content.
+    the non-streamed content. With the grammar on, calls of bound tools stream as
+    :attr:`ChatEvent.calls` pieces as they are written; without it a call may turn out
+    malformed after its pieces were shown, so calls arrive whole on the last event. Each piece
+    of text is read once.
     """
+    choice = request.tool_choice
+    parsing = bool(request.tools) and not (choice is not None and choice.mode == "none")
+    calls = CallStream(request.tools if parsing and request.constrained else (), choice)
     text = ""
-    shown = ""
+    shown = 0  # characters of ``text`` shown as content
+    start = end = -1  # where the visible (stripped) answer starts and ends so far
     for event in backend.stream(request, cancel):
-        text += event.delta
-        if event.result is None and not _may_be_call(text, request.tools):
-            visible = text.strip()
-            if len(visible) > len(shown):
-                yield ChatEvent(content=visible[len(shown) :])
-                shown = visible
+        offset = len(text)
+        text += event.delta  # in place: one reference
+        found = calls.feed(event.delta)
+        pieces = tuple(found) if parsing else ()
+        if stripped := len(event.delta.rstrip()):
+            end = offset + stripped
+            if start < 0:
+                start = shown = len(text) - len(text.lstrip())
+        if event.result is None and end > shown and not _may_be_call(calls, request.tools):
+            yield ChatEvent(content=text[shown:end], calls=pieces)
+            shown = end
+        elif pieces:
+            yield ChatEvent(calls=pieces)
     result = event.result
     assert result is not None
     final = _chat_result(backend.model_name, request, result)
-    content = final.parsed.content
-    tail = content[len(shown) :] if content.startswith(shown) else ""
-    yield ChatEvent(content=tail, result=final)
+    parsed, last = calls.finish(final.parsed)
+    final = replace(final, parsed=parsed)
+    content, visible = parsed.content, text[max(start, 0) : shown]
+    tail = content[len(visible) :] if content.startswith(visible) else ""
+    yield ChatEvent(content=tail, result=final, calls=tuple(last) if parsing else ())
 
 
 async def iterate_in_thread(
@@ -309,14 +331,10 @@ def _chat_result(
         result.completion_tokens,
         model_name,
         result.cached_prompt_tokens,
+        result.closed_early,
     )
 
 
-def _may_be_call(text: str, tools: Sequence[FunctionSpec]) -> bool:
-    """Whether streamed text so far could still turn out to be a call list."""
-    stripped = text.lstrip()
-    if not tools:
-        return False
-    if not stripped or looks_like_call_start(stripped):
-        return True
-    return bool(_BARE_CALL_START.match(stripped)) or _NAME_PREFIX.fullmatch(stripped) is not None
+def _may_be_call(calls: CallStream, tools: Sequence[FunctionSpec]) -> bool:
+    """Whether streamed text so far could still turn out to be a call list (O(1))."""
+    return bool(tools) and calls.may_be_call

@@ -30,6 +30,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import logging as hf_logging
 
+from toolace_integrations.budget import budget_closer, closed_early
 from toolace_integrations.encoding import PromptEncoder, load_tokenizer, offline_advice
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
 from toolace_integrations.generation import (
@@ -198,15 +199,17 @@ class TransformersEngine:
             except torch.OutOfMemoryError as error:
                 raise GenerationError(_OOM_ADVICE) from error
         results = []
-        for prompt, row in zip(prompts, output.sequences[:, width:].tolist(), strict=True):
+        closed = closed_early(processors, len(prompts))
+        for prompt, row, shut in zip(
+            prompts, output.sequences[:, width:].tolist(), closed, strict=True
+        ):
             tokens = _until_stop(row, self.stop_token_ids)
             decoded = self.tokenizer.decode(tokens, skip_special_tokens=True)
             text, stopped = _cut_at_stop(decoded, sampling.stop)
             ended = stopped or len(tokens) < len(row)
             count = len(tokens) + (len(tokens) < len(row))
-            results.append(
-                GenerationResult(text, "stop" if ended else "length", len(prompt), count)
-            )
+            finish: FinishReason = "stop" if ended and not shut else "length"
+            results.append(GenerationResult(text, finish, len(prompt), count, closed_early=shut))
         return results
 
     def _checked_prompt(self, request: GenerationRequest) -> list[int]:
@@ -262,9 +265,11 @@ class TransformersEngine:
         tokens = _until_stop(generated, self.stop_token_ids)
         hit_stop = len(tokens) < len(generated) or decoder.stopped
         finish: FinishReason = "stop" if hit_stop or len(generated) < max_new_tokens else "length"
+        closed = closed_early(processors, 1)[0]
         return GenerationResult(
-            "", finish, len(prompt_ids), len(generated), hit.reused_tokens if hit else 0
-        )
+            "", "length" if closed else finish, len(prompt_ids), len(generated),
+            hit.reused_tokens if hit else 0, closed,
+        )  # fmt: skip
 
     @contextmanager
     def _model_turn(self, cancel: threading.Event) -> Iterator[bool]:
@@ -302,10 +307,11 @@ class TransformersEngine:
         if len(constrained) != len(requests):
             raise ValueError("a batch must be constrained for every row or for none")
         grammar = self._grammar_constraint()
+        budget = budget_closer(self.tokenizer, requests)
         if len(requests) == 1:
             tools, choice = constrained[0]
-            return LogitsProcessorList([grammar.logits_processor(tools, choice)])
-        return LogitsProcessorList([grammar.batch_logits_processor(constrained)])
+            return LogitsProcessorList([grammar.logits_processor(tools, choice), budget])
+        return LogitsProcessorList([grammar.batch_logits_processor(constrained), budget])
 
     def _grammar_constraint(self) -> Any:
         with self._grammar_lock:

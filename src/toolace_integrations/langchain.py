@@ -50,6 +50,7 @@ from toolace_integrations.errors import (
     UnknownArgumentError,
 )
 from toolace_integrations.generation import Backend, GenerationRequest
+from toolace_integrations.incremental import CallDelta
 from toolace_integrations.langchain_messages import (
     response_format_tool,
     structured_output,
@@ -57,13 +58,14 @@ from toolace_integrations.langchain_messages import (
     unique_tools,
 )
 from toolace_integrations.langchain_messages import to_ai_message as _to_ai_message
+from toolace_integrations.partial_json import breaking_suffix
 from toolace_integrations.settings import ToolACESettings, require_messages
 from toolace_integrations.tools import normalize_tools, resolve_tool_choice
 
 __all__ = ["ChatToolACE"]
 
 _T = TypeVar("_T")
-_Piece = tuple[str, AIMessage | None]
+_Piece = tuple[chat.ChatEvent, AIMessage | None]
 # Call arguments LangChain itself adds (bind, with_structured_output); taken and dropped.
 _FRAMEWORK_ARGUMENTS = ("stream", "ls_structured_output_format", "structured_output_format")
 
@@ -330,12 +332,13 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         cancel = threading.Event()
+        streamed: dict[str, tuple[int, str]] = {}
         try:
             with closing(self._turn(messages, stop, kwargs, cancel)) as turn:
-                for delta, message in turn:
-                    if (chunk := _chunk(delta, message)) is not None:
+                for event, message in turn:
+                    if (chunk := _chunk(event.content, message, event.calls, streamed)) is not None:
                         if run_manager:
-                            run_manager.on_llm_new_token(delta, chunk=chunk)
+                            run_manager.on_llm_new_token(event.content, chunk=chunk)
                         yield chunk
         finally:
             cancel.set()
@@ -362,11 +365,12 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         pieces = chat.iterate_in_thread(partial(self._turn, messages, stop, kwargs))
+        streamed: dict[str, tuple[int, str]] = {}
         async with aclosing(pieces) as turn:
-            async for delta, message in turn:
-                if (chunk := _chunk(delta, message)) is not None:
+            async for event, message in turn:
+                if (chunk := _chunk(event.content, message, event.calls, streamed)) is not None:
                     if run_manager:
-                        await run_manager.on_llm_new_token(delta, chunk=chunk)
+                        await run_manager.on_llm_new_token(event.content, chunk=chunk)
                     yield chunk
 
     def _turn(
@@ -376,19 +380,27 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         kwargs: dict[str, Any],
         cancel: threading.Event,
     ) -> Generator[_Piece, None, None]:
-        """The one generation path: ``(delta, None)`` pieces, then ``(tail, final message)``."""
+        """The one generation path: ``(event, None)`` pieces, then ``(last, final message)``.
+
+        Call pieces of the ``response_format`` answer tool are dropped: that call becomes the
+        final message's content, not a tool call.
+        """
         backend, request, answer_tool = self._prepare(messages, stop, kwargs)
         shown = ""
+        answers: set[str] = set()
         stream = chat.stream_chat(backend, request, cancel)  # a generator: close() stops it
         with closing(cast("Generator[chat.ChatEvent, None, None]", stream)) as events:
             for event in events:
+                answers |= {c.id for c in event.calls if c.name and c.name == answer_tool}
+                calls = tuple(c for c in event.calls if c.id not in answers)
                 if event.result is None:
                     shown += event.content
-                    yield event.content, None
+                    yield chat.ChatEvent(event.content, calls=calls), None
                     continue
                 message = _to_ai_message(event.result, answer_tool)
                 text = str(message.content)
-                yield (text[len(shown) :] if text.startswith(shown) else event.content), message
+                tail = text[len(shown) :] if text.startswith(shown) else event.content
+                yield chat.ChatEvent(tail, calls=calls), message
 
     def _request(
         self, messages: Sequence[BaseMessage], stop: Any, kwargs: Mapping[str, Any]
@@ -443,20 +455,45 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         return configs[0] if all(c == configs[0] for c in configs[1:]) else None
 
 
-def _chunk(delta: str, message: AIMessage | None) -> ChatGenerationChunk | None:
-    """A content piece, or the last chunk carrying calls, usage and metadata."""
+def _chunk(
+    delta: str,
+    message: AIMessage | None,
+    calls: Sequence[CallDelta] = (),
+    streamed: dict[str, tuple[int, str]] | None = None,
+) -> ChatGenerationChunk | None:
+    """A content and call piece, or the last chunk carrying calls, usage and metadata.
+
+    ``streamed`` maps the id of each call streamed so far to its index and argument text; a
+    streamed call that ends invalid gets a suffix that makes LangChain read it as invalid. Calls
+    the stream never showed arrive whole on the last chunk.
+    """
+    streamed = {} if streamed is None else streamed
+    chunks = []
+    for piece in calls:
+        index, arguments = streamed.get(piece.id, (piece.index, ""))
+        text = breaking_suffix(arguments) if piece.error is not None else piece.arguments
+        streamed[piece.id] = (index, arguments + text)
+        chunks.append(tool_call_chunk(name=piece.name, args=text, id=piece.id, index=index))
     if message is None:
-        return ChatGenerationChunk(message=AIMessageChunk(content=delta)) if delta else None
-    chunks = [
-        tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-        for i, c in enumerate(message.tool_calls)
-    ]
-    for c in message.invalid_tool_calls:
-        args = c["args"] or ""
+        if not (delta or chunks):
+            return None
+        return ChatGenerationChunk(message=AIMessageChunk(content=delta, tool_call_chunks=chunks))
+    fresh = max((index for index, _ in streamed.values()), default=-1) + 1
+    for c in message.tool_calls:
+        if c["id"] not in streamed:
+            chunks.append(
+                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=fresh)
+            )
+            fresh += 1
+    for bad in message.invalid_tool_calls:
+        if bad["id"] in streamed:
+            continue
+        args = bad["args"] or ""
         with suppress(Exception):  # LangChain would read a JSON object as a valid call
             if isinstance(parse_partial_json(args), dict):
                 args = json.dumps(args)
-        chunks.append(tool_call_chunk(name=c["name"], args=args, id=c["id"], index=len(chunks)))
+        chunks.append(tool_call_chunk(name=bad["name"], args=args, id=bad["id"], index=fresh))
+        fresh += 1
     last = AIMessageChunk(
         content=delta,
         tool_call_chunks=chunks,

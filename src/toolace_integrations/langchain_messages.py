@@ -128,6 +128,7 @@ def to_ai_message(result: chat.ChatTurn, answer_tool: str | None) -> AIMessage:
             "finish_reason": result.finish_reason,
             "model_provider": "toolace",
             "raw_output": result.text,
+            **({"closed_early": True} if result.closed_early else {}),
         },
     )
 

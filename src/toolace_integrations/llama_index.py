@@ -54,6 +54,7 @@ from toolace_integrations.chat import (
 from toolace_integrations.errors import NoToolCallError, TruncatedOutputError
 from toolace_integrations.generation import Backend, GenerationRequest
 from toolace_integrations.parsing import ToolCall
+from toolace_integrations.partial_json import partial_arguments
 from toolace_integrations.prompt import Message, PromptError, Role
 from toolace_integrations.settings import ToolACESettings, require_messages
 from toolace_integrations.tools import normalize_tools
@@ -251,7 +252,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
-        """The calls of a response as ``ToolSelection`` records (none on partial stream responses).
+        """The calls of a response as ``ToolSelection`` records (partial ones while streaming).
 
         Raises:
             NoToolCallError: there is no call and ``error_on_no_tool_call`` is true.
@@ -306,9 +307,10 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         require_messages(messages)
         request = self._build_request(messages, kwargs)
         text = ""
+        calls: dict[str, tuple[int, str, str]] = {}  # id: index, name, arguments so far
         for event in stream_chat(self._load(), request, cancel):
             text += event.content
-            response = _chat_response(event, text)
+            response = _chat_response(event, text, calls)
             yield response if event.result is None else _with_cache_usage(response, event.result)
 
     def _stream(
@@ -393,13 +395,30 @@ def _field(record: Any, key: str) -> Any:
     return record.get(key) if isinstance(record, Mapping) else getattr(record, key, None)
 
 
-def _chat_response(event: ChatEvent, text: str) -> ChatResponse:
+def _chat_response(
+    event: ChatEvent, text: str, calls: dict[str, tuple[int, str, str]] | None = None
+) -> ChatResponse:
+    """A response for ``event``: the text so far and, while streaming, the calls so far.
+
+    ``calls`` carries the streamed calls between events; a partial response holds a
+    ``ToolCallBlock`` per call with the arguments parsed so far (as llama-index's OpenAI LLM
+    streams them), the last response the complete, validated calls.
+    """
     result = event.result
     if result is None:
-        message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
+        calls = {} if calls is None else calls
+        for piece in event.calls:
+            index, name, arguments = calls.get(piece.id, (piece.index, piece.name or "", ""))
+            calls[piece.id] = (index, name, arguments + piece.arguments)
+        blocks: list[Any] = [TextBlock(text=text)]
+        blocks += [
+            ToolCallBlock(tool_call_id=i, tool_name=name, tool_kwargs=partial_arguments(arguments))
+            for i, (_, name, arguments) in sorted(calls.items(), key=lambda item: item[1][0])
+        ]
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
         return ChatResponse(message=message, delta=event.content)
     parsed = result.parsed
-    blocks: list[Any] = [TextBlock(text=parsed.content)]
+    blocks = [TextBlock(text=parsed.content)]
     blocks += [
         ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments)
         for c in parsed.calls
@@ -424,7 +443,10 @@ def _chat_response(event: ChatEvent, text: str) -> ChatResponse:
         "completion_tokens": result.completion_tokens,
         "total_tokens": result.prompt_tokens + result.completion_tokens,
     }
-    raw = {"text": result.text, "finish_reason": result.finish_reason, "usage": usage}
+    raw: dict[str, Any] = {"text": result.text, "finish_reason": result.finish_reason}
+    raw["usage"] = usage
+    if result.closed_early:
+        raw["closed_early"] = True
     return ChatResponse(
         message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra),
         delta=event.content,

@@ -87,7 +87,7 @@ def test_langchain_call_cut_at_every_length(
 ) -> None:
     full, tokens = full_call
     bound = lc.bind_tools([lc_weather], tool_choice="get_weather")
-    seen_invalid = 0
+    seen_invalid = seen_closed = 0
     limits = _limits(tokens, every=path == "invoke")
     for limit in limits:
         if path == "invoke":
@@ -101,9 +101,14 @@ def test_langchain_call_cut_at_every_length(
         _check_cut(
             message.response_metadata["finish_reason"], str(message.content), calls, invalid, full
         )
-        assert message.usage_metadata and message.usage_metadata["output_tokens"] == limit
+        closed = message.response_metadata.get("closed_early", False)
+        assert message.usage_metadata
+        used = message.usage_metadata["output_tokens"]
+        assert (used <= limit) if closed else (used == limit)
         seen_invalid += bool(invalid)
-    assert seen_invalid >= len(limits) - 1  # all but (at most) the cut right after "]"
+        seen_closed += closed
+    # Each cut is a truncated call, or (budget permitting) a call the engine closed early.
+    assert seen_invalid + seen_closed >= len(limits) - 1 and seen_closed
     assert lock_free(engine)
 
 
@@ -112,7 +117,7 @@ def test_llama_index_call_cut_at_every_length(
     li: ToolACELLM, full_call: tuple[str, int], path: str
 ) -> None:
     full, tokens = full_call
-    seen_invalid = 0
+    seen_invalid = seen_closed = 0
     limits = _limits(tokens, every=path == "chat")
     for limit in limits:
         options: dict[str, Any] = {"tool_choice": "get_weather", "max_new_tokens": limit}
@@ -128,12 +133,15 @@ def test_llama_index_call_cut_at_every_length(
         _check_cut(
             response.raw["finish_reason"], response.message.content or "", calls, invalid, full
         )
-        assert response.additional_kwargs["completion_tokens"] == limit
+        closed = response.raw.get("closed_early", False)
+        used = response.additional_kwargs["completion_tokens"]
+        assert (used <= limit) if closed else (used == limit)
+        seen_closed += closed
         if invalid:
             seen_invalid += 1
             with pytest.raises(NoToolCallError, match=r"cut at \d+ tokens.*Raise max_tokens"):
                 li.get_tool_calls_from_response(response)
-    assert seen_invalid >= len(limits) - 1
+    assert seen_invalid + seen_closed >= len(limits) - 1 and seen_closed
 
 
 # (answer the model is steered to write, valid call names, [(invalid call name, error part)])
