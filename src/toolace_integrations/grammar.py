@@ -14,8 +14,10 @@ Notes:
     Numbers have at most 20 integer and 20 fraction digits, a guard against runaway digits.
     Strings exclude control characters and surrogates (xgrammar would accept UTF-8-encoded
     surrogates); text excludes NUL and surrogates.
-    Recursive ``$ref`` schemas become recursive rules. In ``auto``/``none`` mode the text branch
-    only forbids a leading ``[``, code fence or whitespace: prose may still mention a call.
+    Type names are read through :mod:`toolace_integrations.schema` (``dict``, ``float``, ``any``
+    ...), as the parser reads them. Recursive ``$ref`` schemas become recursive rules. In
+    ``auto``/``none`` mode the text branch only forbids a leading ``[``, code fence or
+    whitespace: prose may still mention a call.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolace_integrations.errors import GrammarUnavailableError, ToolChoiceError, ToolSpecError
+from toolace_integrations.schema import resolve_ref, to_json_schema
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 if TYPE_CHECKING:
@@ -39,10 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["GrammarConstraint", "tool_call_grammar"]
 
 _ANY_DEPTH = 3
-_TYPE_ALIASES = {
-    "dict": "object", "float": "number", "int": "integer", "str": "string",
-    "bool": "boolean", "list": "array", "tuple": "array",
-}  # fmt: skip
 _PRIMITIVES = {
     # ``[...]*`` runs, not ``char*`` over a rule: xgrammar masks them ~500x faster.
     "string": r'"\"" [^"\\\u0000-\u001f\ud800-\udfff]*'
@@ -191,12 +190,8 @@ class _Builder:
 
     @staticmethod
     def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The local ``#/...`` target of ``ref`` in ``root``; ``{}`` (any value) otherwise."""
-        node: Any = root if ref.startswith("#") else None
-        for part in ref[1:].split("/")[1:]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            node = node.get(part) if isinstance(node, Mapping) else None
-        return node if isinstance(node, Mapping) else {}
+        """The local ``#/...`` target of ``ref`` in ``root`` (binding checked that it exists)."""
+        return resolve_ref(ref, root) or {}
 
     def _body(self, schema: Mapping[str, Any], root: Mapping[str, Any], scope: str) -> str:
         """Rule body for ``schema`` (without ``$ref`` at its top)."""
@@ -224,7 +219,6 @@ class _Builder:
             return " | ".join(self.value({**schema, "type": k}, root, scope) for k in kind)
         if not isinstance(kind, str):
             kind = "object" if "properties" in schema else "array" if "items" in schema else "any"
-        kind = _TYPE_ALIASES.get(kind, kind)
         if kind in ("string", "boolean", "null"):
             return self.use(kind)
         if kind in ("integer", "number"):
@@ -284,10 +278,11 @@ def tool_call_grammar(tools: Sequence[FunctionSpec], choice: ToolChoice) -> str:
     calls = []
     for index, tool in chosen:
         scope = f"t{index}"
-        schema, required = tool.parameters, set(tool.required)
+        schema = to_json_schema(tool.parameters)  # the dialect's type names, as the parser reads
+        required = set(schema.get("required") or ())
         entries = [
             (f"{_quote(arg + '=')} {builder.value(sub, schema, scope)}", arg in required)
-            for arg, sub in tool.properties.items()
+            for arg, sub in (schema.get("properties") or {}).items()
         ]
         builder.rules[scope] = f'{_quote(tool.name + "(")} ({builder.ordered(scope, entries)}) ")"'
         calls.append(scope)

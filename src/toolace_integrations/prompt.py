@@ -79,11 +79,17 @@ class PromptError(ToolACEError, ValueError):
 
 
 def tool_schema_for_prompt(tool: FunctionSpec) -> dict[str, Any]:
-    """A tool as ToolACE's training data writes it: ``parameters.type`` is ``"dict"``."""
+    """A tool as ToolACE's training data writes it, whatever key order the framework produced.
+
+    Keys come as ``name``, ``description``, ``parameters``; the parameters as ``type``
+    (``"dict"``), ``properties``, ``required``, then anything else; every nested schema starts
+    with its ``type``. Type names are kept as written (BFCL's ``float``/``tuple``/``any``).
+    """
     parameters = _toolace_schema(tool.parameters)
     parameters.setdefault("properties", {})
     parameters.setdefault("required", [])
-    return {"name": tool.name, "description": tool.description, "parameters": parameters}
+    head = {key: parameters.pop(key) for key in ("type", "properties", "required")}
+    return {"name": tool.name, "description": tool.description, "parameters": head | parameters}
 
 
 def system_prompt(tools: Sequence[FunctionSpec], template: str = DEFAULT_SYSTEM_TEMPLATE) -> str:
@@ -176,4 +182,5 @@ def _toolace_schema(schema: Mapping[str, Any], *, top: bool = True) -> dict[str,
             converted[key] = value
     if top:
         converted.setdefault("type", "dict")
-    return converted
+    first = [key for key in ("type", "properties", "required") if key in converted]
+    return {key: converted[key] for key in first} | converted

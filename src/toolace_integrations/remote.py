@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import httpx
 
-from toolace_integrations.encoding import load_tokenizer
+from toolace_integrations.encoding import PromptEncoder, load_tokenizer
 from toolace_integrations.errors import PromptTooLongError, ToolACEError
 from toolace_integrations.generation import (
     FinishReason,
@@ -159,10 +159,7 @@ class RemoteBackend:
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The prompt the chat template renders; the same text the local engine renders."""
-        text: str = self._tok().apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        return text
+        return PromptEncoder(self._tok()).prompt_text(messages)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
