@@ -116,11 +116,12 @@ class PromptEncoder:
         ]  # fmt: skip
         specials = sorted(set(specials), key=len, reverse=True)
         for index, message in enumerate(messages):
-            found = [token for token in specials if token in message.get("content", "")]
+            content = message.get("content", "")
+            found = [token for token in specials if token in content]
             if found:
                 raise PromptError(
                     f"Message {index} ({message.get('role')}) contains special-token text "
-                    f"{found[0]!r}. The checkpoint's own template cannot keep it plain text "
+                    f"{min(found, key=content.index)!r}. The checkpoint's own template cannot keep it plain text "
                     "(its rendering is tokenized whole); use the default layout "
                     "(use_checkpoint_template=False), which does."
                 )
