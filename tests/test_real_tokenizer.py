@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -160,3 +160,52 @@ def test_streamed_text_equals_invoked_text_with_multibyte_tokens(
     invoked = llm.invoke(question)
     chunks = [chunk.content for chunk in llm.stream(question)]
     assert "".join(map(str, chunks)) == invoked.content
+
+
+def test_langchain_agent_loop_runs_the_tool(tiny_llama3_model_path: str) -> None:
+    from langchain.agents import create_agent
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+
+    from test_langchain_agents import CallToolThenAnswer
+    from toolace_integrations.langchain import ChatToolACE
+
+    cities: list[str] = []
+
+    @tool
+    def obtener_clima(ciudad: Literal["París", "東京"]) -> dict[str, Any]:
+        """El clima actual de una ciudad."""
+        cities.append(ciudad)
+        return {"ciudad": ciudad, "temperatura": 21, "nota": "<|eot_id|> stays text"}
+
+    llm = ChatToolACE(model=tiny_llama3_model_path, max_tokens=32)
+    agent = create_agent(llm, tools=[obtener_clima], middleware=[CallToolThenAnswer()])
+    messages = agent.invoke({"messages": [HumanMessage("¿Qué tiempo hace en París?")]})["messages"]
+    assert cities and cities[0] in ("París", "東京")
+    (result,) = [m for m in messages if isinstance(m, ToolMessage)]
+    assert result.name == "obtener_clima" and "temperatura" in result.text
+    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
+
+
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211")
+async def test_llama_index_function_agent_runs_the_tool(tiny_llama3_model_path: str) -> None:
+    from llama_index.core.agent.workflow import FunctionAgent
+    from llama_index.core.tools import FunctionTool
+
+    from toolace_integrations.llama_index import ToolACELLM
+
+    recorded: list[dict[str, Any]] = []
+
+    def fijar_unidad(unidad: Literal["celsius", "fahrenheit"], año_modelo: int) -> str:
+        """Fija la unidad de temperatura."""
+        recorded.append({"unidad": unidad, "año_modelo": año_modelo})
+        return "unidad fijada"
+
+    tool = FunctionTool.from_defaults(fijar_unidad, return_direct=True)
+    llm = ToolACELLM(model=tiny_llama3_model_path, max_new_tokens=32)
+    agent = FunctionAgent(tools=[tool], llm=llm, initial_tool_choice="fijar_unidad")
+    output = await agent.run(user_msg="Usa celsius, modelo 2019.")
+    assert recorded and recorded[0]["unidad"] in ("celsius", "fahrenheit")
+    assert isinstance(recorded[0]["año_modelo"], int)
+    assert output.response.content == "unidad fijada"

@@ -121,8 +121,8 @@ class PromptEncoder:
             if found:
                 raise PromptError(
                     f"Message {index} ({message.get('role')}) contains special-token text "
-                    f"{min(found, key=content.index)!r}. The checkpoint's own template cannot keep it plain text "
-                    "(its rendering is tokenized whole); use the default layout "
+                    f"{min(found, key=content.index)!r}. The checkpoint's own template cannot "
+                    "keep it plain text (its rendering is tokenized whole); use the default layout "
                     "(use_checkpoint_template=False), which does."
                 )
         text = self.prompt_text(messages)

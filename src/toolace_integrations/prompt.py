@@ -1,8 +1,9 @@
 """ToolACE-8B's prompt: system instructions, the tool list, and each role of a conversation.
 
 This module is the one place the prompt format lives; every adapter and backend renders through
-it. It produces role/content messages; the token layout around them comes from the tokenizer's
-own chat template (``apply_chat_template``), never from special tokens written here.
+it. It produces role/content messages; the token layout around them is
+:data:`TOOLACE_CHAT_TEMPLATE`, applied by :class:`~toolace_integrations.encoding.PromptEncoder`
+whatever template the checkpoint ships (its own template is an explicit option there).
 
 Sources:
     - Team-ACE/ToolACE-8B model card, "Usage": the system prompt below, filled with the tool list.
@@ -48,7 +49,9 @@ TOOLACE_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
     "{% endif %}"
 )
-"""ToolACE-8B's chat template (the Llama-3 instruct layout); bundled for tokenizers without one."""
+"""The layout BFCL used when it scored ToolACE-8B (``LlamaHandler._format_prompt``): plain
+Llama-3 headers, stripped contents, no "Cutting Knowledge Date" lines, tool results under
+``ipython`` as sent. The default layout of every prompt."""
 
 TOOL_RESULT_ROLE = "ipython"
 

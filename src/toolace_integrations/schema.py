@@ -15,6 +15,7 @@ import keyword
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -80,8 +81,10 @@ def resolve_ref(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return node if isinstance(node, Mapping) else None
 
 
-def check_parameters(tool: str, parameters: Any) -> dict[str, Any]:
-    """Check a tool's parameter schema now and return it in JSON Schema's dialect.
+def check_parameters(tool: str, parameters: Any) -> None:
+    """Check a tool's parameter schema, so every problem surfaces when tools are bound.
+
+    Results are cached by schema text, as adapters check the same tools on every call.
 
     Raises:
         ToolSpecError: the schema is not an object schema, is not valid JSON Schema (after the
@@ -90,16 +93,22 @@ def check_parameters(tool: str, parameters: Any) -> dict[str, Any]:
     """
     if not isinstance(parameters, Mapping):
         raise ToolSpecError(f"Tool {tool!r} has parameters {parameters!r}; expected a JSON schema.")
-    for where, text in _strings(parameters, "parameters"):
-        if _SURROGATE.search(text):
-            raise ToolSpecError(
-                f"Tool {tool!r} has a lone surrogate in {where} ({text[:60]!r}); it cannot be "
-                "encoded as UTF-8 for the model. Remove or replace that character."
-            )
     try:
-        json.dumps(parameters, allow_nan=False)
+        text = json.dumps(parameters, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ToolSpecError(f"Tool {tool!r} has parameters that are not JSON: {error}.") from None
+    _check_text(tool, text)
+
+
+@lru_cache(maxsize=1024)
+def _check_text(tool: str, text: str) -> None:
+    parameters = json.loads(text)
+    for where, value in _strings(parameters, "parameters"):
+        if _SURROGATE.search(value):
+            raise ToolSpecError(
+                f"Tool {tool!r} has a lone surrogate in {where} ({value[:60]!r}); it cannot be "
+                "encoded as UTF-8 for the model. Remove or replace that character."
+            )
     schema: dict[str, Any] = to_json_schema(parameters)
     if schema.get("type", "object") != "object":
         raise ToolSpecError(
@@ -120,7 +129,6 @@ def check_parameters(tool: str, parameters: Any) -> dict[str, Any]:
                 "identifier, so ToolACE cannot pass it as `name=value`. Rename it."
             )
     _check_refs(tool, schema)
-    return schema
 
 
 def _strings(node: Any, where: str) -> Iterator[tuple[str, str]]:
