@@ -1,7 +1,5 @@
 """The tokenizer-sensitive paths on the real Llama-3.1 tokenizer (Meta's 128,256-token vocab)."""
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -197,15 +195,15 @@ async def test_llama_index_function_agent_runs_the_tool(tiny_llama3_model_path: 
 
     recorded: list[dict[str, Any]] = []
 
-    def fijar_unidad(unidad: Literal["celsius", "fahrenheit"], año_modelo: int) -> str:
+    def fijar_unidad(unidad: Literal["celsius", "fahrenheit"], año_bisiesto: bool) -> str:
         """Fija la unidad de temperatura."""
-        recorded.append({"unidad": unidad, "año_modelo": año_modelo})
+        recorded.append({"unidad": unidad, "año_bisiesto": año_bisiesto})
         return "unidad fijada"
 
     tool = FunctionTool.from_defaults(fijar_unidad, return_direct=True)
-    llm = ToolACELLM(model=tiny_llama3_model_path, max_new_tokens=32)
+    llm = ToolACELLM(model=tiny_llama3_model_path, max_new_tokens=48)
     agent = FunctionAgent(tools=[tool], llm=llm, initial_tool_choice="fijar_unidad")
-    output = await agent.run(user_msg="Usa celsius, modelo 2019.")
+    output = await agent.run(user_msg="Usa celsius, año bisiesto.")
     assert recorded and recorded[0]["unidad"] in ("celsius", "fahrenheit")
-    assert isinstance(recorded[0]["año_modelo"], int)
+    assert isinstance(recorded[0]["año_bisiesto"], bool)
     assert output.response.content == "unidad fijada"
