@@ -22,6 +22,7 @@ from toolace_integrations.parsing import (
     looks_like_call_start,
     parse_tool_calls,
 )
+from toolace_integrations.schema import is_argument_name
 from toolace_integrations.tools import FunctionSpec, is_expressible_name
 
 WEATHER = {
@@ -802,3 +803,24 @@ def test_surrogate_in_tool_description_fails_at_bind_time() -> None:
 
     with pytest.raises(ToolSpecError, match="lone surrogates"):
         normalize_tools([{"name": "f", "description": "bad \udc80", "parameters": {}}])
+
+
+_UNICODE_KEYS = st.from_regex(r"[^\W\d]\w{0,8}", fullmatch=True).filter(is_argument_name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_UNICODE_KEYS, _VALUES, min_size=1, max_size=4))
+def test_unicode_identifier_arguments_round_trip(arguments: dict[str, Any]) -> None:
+    out = parse_tool_calls(format_tool_calls([("función", arguments)]))
+    assert out.invalid == [] and _exact(out.calls[0].arguments) == _exact(arguments)
+
+
+@pytest.mark.parametrize(("parameters", "message"), BAD_SCHEMAS)
+def test_langchain_bind_tools_refuses_the_same_schemas(
+    parameters: dict[str, Any], message: str
+) -> None:
+    from toolace_integrations.langchain import ChatToolACE
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    with pytest.raises(ToolSpecError, match=re.escape(message)):
+        ChatToolACE(model="unloaded").bind_tools([tool])
