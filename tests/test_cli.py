@@ -6,18 +6,41 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reliability._hooks import steer
 from toolace_integrations import demo
 from toolace_integrations.cli import main
+from toolace_integrations.encoding import PromptEncoder, load_tokenizer
+from toolace_integrations.engine import load_engine
+from toolace_integrations.generation import ModelSpec
 from toolace_integrations.prompt import render_messages, tool_schema_for_prompt
 
 
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A demo model trained with fewer steps than the default (about 50 s on one core)."""
-    return demo.train_demo_model(tmp_path_factory.mktemp("demo") / "m", steps=300, copy_steps=120)
+    """A demo-shaped model after a few training steps: the plumbing is real, answers are noise.
+
+    Tests that need particular answers script them with :func:`steer`; none depends on what
+    training taught the model (that is measured by ``demo --evaluate``, not tested).
+    """
+    return demo.train_demo_model(tmp_path_factory.mktemp("demo") / "m", steps=4, copy_steps=2)
+
+
+@pytest.fixture
+def prompts(monkeypatch: pytest.MonkeyPatch) -> list[list[dict[str, str]]]:
+    """Every conversation the model is prompted with, in order, as role/content messages."""
+    seen: list[list[dict[str, str]]] = []
+    encode = PromptEncoder.encode
+
+    def recording(self: PromptEncoder, messages: Any) -> list[int]:
+        seen.append([dict(m) for m in messages])
+        return encode(self, messages)
+
+    monkeypatch.setattr(PromptEncoder, "encode", recording)
+    return seen
 
 
 @pytest.mark.parametrize(
@@ -94,19 +117,44 @@ def test_convert_units_rejects_unknown_or_mismatched_units(source: str, target: 
         demo.convert_units(1, source, target)
 
 
-def test_tool_specs_match_the_functions_and_the_langchain_tools() -> None:
+def test_tool_specs_match_the_functions_and_the_ready_tools() -> None:
     from langchain_core.utils.function_calling import convert_to_openai_tool
 
-    from toolace_integrations.cli import _langchain_tools
     from toolace_integrations.tools import normalize_tools
 
     for tool in demo.DEMO_TOOLS:
         arguments = list(tool.func.__code__.co_varnames[: tool.func.__code__.co_argcount])
         assert list(tool.spec.properties) == arguments == tool.spec.required
-    bound = normalize_tools([convert_to_openai_tool(tool) for tool in _langchain_tools()])
-    assert [tool_schema_for_prompt(spec) for spec in bound] == [
+    ready = [convert_to_openai_tool(tool) for tool in demo.langchain_tools()]
+    assert [tool_schema_for_prompt(spec) for spec in normalize_tools(ready)] == [
         tool_schema_for_prompt(tool.spec) for tool in demo.DEMO_TOOLS
     ]
+
+
+def _renderings(tools: list[Any]) -> list[dict[str, Any]]:
+    from toolace_integrations.tools import normalize_tools
+
+    return [tool_schema_for_prompt(spec) for spec in normalize_tools(tools)]
+
+
+def test_the_model_is_trained_on_every_way_the_frameworks_wrap_the_tools() -> None:
+    """@tool, FunctionTool.from_defaults and the ready tools render as one of the training lists."""
+    from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+    from llama_index.core.tools import FunctionTool
+
+    functions = [t.func for t in demo.DEMO_TOOLS]
+    trained = [[tool_schema_for_prompt(spec) for spec in specs] for specs in demo.tool_renderings()]
+    wrapped = {
+        "langchain @tool": [convert_to_openai_tool(tool(f)) for f in functions],
+        "langchain ready": [convert_to_openai_tool(t) for t in demo.langchain_tools()],
+        "llama_index from_defaults": [
+            FunctionTool.from_defaults(f).metadata.to_openai_tool() for f in functions
+        ],
+        "llama_index ready": [t.metadata.to_openai_tool() for t in demo.llama_index_tools()],
+    }
+    for how, tools in wrapped.items():
+        assert _renderings(tools) in trained, how
 
 
 def test_sample_dialog_is_seeded_and_its_results_are_the_tools_own() -> None:
@@ -143,7 +191,7 @@ def test_ensure_demo_model_trains_once_and_leaves_no_partial_folder(
         (Path(path) / "demo-model.json").write_text("{}")
         return str(path)
 
-    monkeypatch.setattr(demo, "train_demo_model", fake_train)
+    monkeypatch.setattr(demo.training, "train_demo_model", fake_train)
     target = tmp_path / "model"
     assert demo.ensure_demo_model(target) == str(target)
     assert demo.ensure_demo_model(target) == str(target)
@@ -169,51 +217,76 @@ def test_training_is_deterministic_and_loadable(tmp_path: Path) -> None:
 
 
 def test_training_tokens_are_the_inference_prompt(demo_model: str) -> None:
-    from toolace_integrations.engine import TransformersEngine
-    from toolace_integrations.generation import ModelSpec
-
-    engine = TransformersEngine(ModelSpec(demo_model), prefix_cache_entries=0)
-    encoder = demo._DialogEncoder(engine)
-    dialog = demo.sample_dialog(random.Random(7))
-    while len(dialog) < 4:
-        dialog = demo.sample_dialog(random.Random(8))
-    ids, labels = encoder.with_system(*encoder.encode(dialog, tools=False))
-    tools = [tool.spec for tool in demo.DEMO_TOOLS]
-    prompt = engine.encode(render_messages(dialog[:3], tools))
+    encoder = demo.training.DialogEncoder(PromptEncoder(load_tokenizer(demo_model)))
+    rng = random.Random(7)
+    conversation = demo.sample_conversation(rng)
+    while len(conversation) < 8:
+        conversation = demo.sample_conversation(rng)
+    tools = demo.tool_renderings()[2]
+    ids, labels = encoder.encode(conversation, tools)
+    engine = load_engine(ModelSpec(demo_model))
+    prompt = engine.encode(render_messages(conversation[:7], tools))
     assert ids[: len(prompt)] == prompt
     tail = engine.tokenizer.decode(ids[len(prompt) :])
-    assert tail == dialog[3].content + "<|eot_id|>"
+    assert tail == conversation[7].content + "<|eot_id|>"
     learned = [token for token, label in zip(ids, labels, strict=True) if label != -100]
     trained = engine.tokenizer.decode(learned)
-    assert trained.count("<|eot_id|>") == 2 and dialog[3].content in trained
+    assistant_turns = sum(m.role == "assistant" for m in conversation)
+    assert trained.count("<|eot_id|>") == assistant_turns and conversation[3].content in trained
 
 
-def test_demo_prints_a_transcript_of_the_models_own_calls(
-    demo_model: str, capsys: pytest.CaptureFixture[str]
+def _tool_messages(conversation: list[dict[str, str]]) -> list[str]:
+    return [m["content"] for m in conversation if m["role"] == "ipython"]
+
+
+def test_demo_runs_every_call_and_feeds_results_back(
+    demo_model: str, prompts: list[list[dict[str, str]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--model", demo_model, "--question", "What is 12 * 7?"]) == 0
+    """Whatever the model calls is printed and run; results and tool errors reach the model."""
+    engine = load_engine(ModelSpec(demo_model))
+    script = ['[calculator(expression="12 12")]', '[calculator(expression="12 * 7")]', "It is 84."]
+    with steer(engine, *script) as unused:
+        assert main(["demo", "--model", demo_model, "--question", "What is 12 * 7?"]) == 0
+    assert not unused
     out = capsys.readouterr().out
     assert "User: What is 12 * 7?" in out
-    assert "ToolACE: [calculator(expression=" in out
-    call = re.search(r"call   calculator (\{.*\})  id=call_\w+", out)
-    assert call, out
-    expected = demo.calculator(json.loads(call.group(1))["expression"])
-    assert f"tool   calculator -> {json.dumps(expected)}" in out
-    print(out)  # shown with -s: what the briefly trained model did
-    assert re.search(r"model  [\d.]+ s, \d+ prompt \+ \d+ new tokens", out)
-    assert re.search(r"^Assistant: \S", out, re.MULTILINE)
+    assert '    call   calculator {"expression": "12 12"}  id=call_' in out
+    assert "  tool   calculator -> Error: '12 12' is not an arithmetic expression" in out
+    assert '    call   calculator {"expression": "12 * 7"}  id=call_' in out
+    assert "  tool   calculator -> 84  (" in out
+    assert re.search(r"^Assistant: It is 84\.$", out, re.MULTILINE)
+    assert len(re.findall(r"model  [\d.]+ s, \d+ prompt \+ \d+ new tokens", out)) == 3
+    assert [len(_tool_messages(p)) for p in prompts] == [0, 1, 2]
+    assert "Error: '12 12' is not an arithmetic expression" in _tool_messages(prompts[1])[0]
+    assert "84" in _tool_messages(prompts[2])[1]
 
 
-def test_chat_keeps_the_conversation(
-    demo_model: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_chat_keeps_the_conversation_and_calls_tools_in_later_turns(
+    demo_model: str,
+    prompts: list[list[dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     lines = iter(["Convert 3.5 km to mi.", "", "What is 12 * 7?", "exit"])
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
-    assert main(["chat", "--model", demo_model]) == 0
+    script = [
+        '[convert_units(value=3.5, from_unit="km", to_unit="mi")]',
+        "3.5 km is 2.17 mi.",
+        '[calculator(expression="12 * 7")]',
+        "The result is 84.",
+    ]
+    with steer(load_engine(ModelSpec(demo_model)), *script) as unused:
+        assert main(["chat", "--model", demo_model]) == 0
+    assert not unused
     out = capsys.readouterr().out
-    prompts = [int(n) for n in re.findall(r"model  [\d.]+ s, (\d+) prompt", out)]
-    assert out.count("User: ") == 2 and len(prompts) >= 2
-    assert prompts[-1] > max(prompts[: len(prompts) // 2])  # the second turn sees the first
+    assert out.count("User: ") == 2
+    assert "  tool   convert_units -> 2.17  (" in out and "  tool   calculator -> 84  (" in out
+    second_turn = prompts[2]
+    assert [m["content"] for m in second_turn if m["role"] == "user"] == [
+        "Convert 3.5 km to mi.",
+        "What is 12 * 7?",
+    ]
+    assert "3.5 km is 2.17 mi." in [m["content"] for m in second_turn]
 
 
 def test_chat_ends_on_eof(monkeypatch: pytest.MonkeyPatch, demo_model: str) -> None:
@@ -234,8 +307,9 @@ def test_random_weights_run_the_same_plumbing(capsys: pytest.CaptureFixture[str]
 def test_evaluate_reports_held_out_accuracy(
     demo_model: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--model", demo_model, "--evaluate", "4"]) == 0
-    assert re.search(r"4 held-out questions: calls exactly right \d+%", capsys.readouterr().out)
+    assert main(["demo", "--model", demo_model, "--evaluate", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"2 held-out questions: right tool \d+%, calls exactly right \d+%", out)
 
 
 def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:

@@ -75,10 +75,10 @@ def test_construction_loads_nothing_and_metadata_describes_a_function_calling_ch
     tiny_model_path: str,
 ) -> None:
     llm = ToolACELLM(model=tiny_model_path)
-    assert llm._engine is None
+    assert not llm._slot.backends
     meta = llm.metadata
     assert meta.is_function_calling_model and meta.is_chat_model
-    assert meta.context_window == 131072 and meta.num_output == 512
+    assert meta.context_window == 4096 and meta.num_output == 512  # config.json, no weights
     assert llm.model_name == tiny_model_path
     llm.complete("hello", max_new_tokens=2)
     assert llm.metadata.context_window == 4096  # read from the loaded config
@@ -211,7 +211,7 @@ def test_closing_a_stream_stops_generation(llm: ToolACELLM) -> None:
     next(stream)
     started = time.monotonic()
     stream.close()
-    engine: Any = llm._engine
+    engine: Any = llm._backend()
     while engine._generate_lock.locked() and time.monotonic() - started < 5:
         time.sleep(0.01)
     assert not engine._generate_lock.locked()
@@ -257,7 +257,7 @@ async def test_cancelling_an_async_chat_stops_generation(llm: ToolACELLM) -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    engine: Any = llm._engine
+    engine: Any = llm._backend()
     started = time.monotonic()
     while engine._generate_lock.locked() and time.monotonic() - started < 5:
         await asyncio.sleep(0.01)
@@ -341,7 +341,7 @@ def test_malformed_calls_never_raise_and_are_reported(
     tiny_model_path: str, tools: list[FunctionTool], text: str
 ) -> None:
     llm = ToolACELLM(model=tiny_model_path)
-    llm._engine = _ScriptedBackend(text)
+    llm._slot.backends[llm._backend_key()] = _ScriptedBackend(text)
     response = llm.chat_with_tools(tools, user_msg="Set it.", tool_required=True)
     invalid = response.message.additional_kwargs["invalid_tool_calls"]
     assert invalid and invalid[0]["error"] and invalid[0]["text"]

@@ -11,8 +11,8 @@ from toolace_integrations.llama_index import ToolACELLM
 
 
 def _engines_of(adapter: Any) -> list[TransformersEngine]:
-    private = getattr(adapter, "__pydantic_private__", None) or {}
-    return [value for value in private.values() if isinstance(value, TransformersEngine)]
+    backends = adapter._slot.backends.values()
+    return [value for value in backends if isinstance(value, TransformersEngine)]
 
 
 def test_langchain_and_llama_index_share_one_loaded_model(tiny_model_path: str) -> None:

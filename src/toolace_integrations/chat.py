@@ -26,6 +26,7 @@ from toolace_integrations.generation import (
     GenerationResult,
     SamplingParams,
 )
+from toolace_integrations.grammar import tool_call_grammar
 from toolace_integrations.parsing import ParsedOutput, looks_like_call_start, parse_tool_calls
 from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, render_messages
 from toolace_integrations.tools import TOOL_NAME_PATTERN, FunctionSpec, ToolChoice
@@ -84,15 +85,21 @@ def build_request(
         sampling: Decoding settings.
         system_template: ToolACE's system prompt with a ``{functions}`` placeholder.
         constrained: Constrain decoding to valid calls of the bound tools (needs xgrammar).
+
+    Raises:
+        GrammarTooLargeError: the grammar would be too large to compile (see ``grammar``).
     """
     rendered = render_messages(messages, tools, system_template=system_template)
-    return GenerationRequest(
+    request = GenerationRequest(
         tuple(rendered),
         sampling or SamplingParams(),
         tuple(tools),
         (tool_choice or ToolChoice()) if tools else None,
         constrained=constrained and bool(tools),
     )
+    if request.grammar_choice is not None:  # refused here, not on the thread that compiles
+        tool_call_grammar(request.tools, request.grammar_choice)
+    return request
 
 
 def stream_chat(
@@ -189,7 +196,8 @@ async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
             with suppress(BaseException):
                 await done
         raise
-    return _chat_result(backend.model_name, request, result)
+    # Parsing checks arguments against schemas (bounded, but up to a second): off the loop.
+    return await asyncio.to_thread(_chat_result, backend.model_name, request, result)
 
 
 COALESCE_WINDOW_S = 0.005

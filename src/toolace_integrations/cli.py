@@ -15,7 +15,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 _EXAMPLES = """\
@@ -29,7 +29,7 @@ examples:
 """
 _DEFAULT_QUESTIONS = ("What is 12 * 7?", "Convert 3.5 km to mi.", "Hello!")
 _TINY_NOTE = (
-    "Model: a tiny synthetic plumbing demo (2 layers, trained for a minute on generated "
+    "Model: a tiny synthetic plumbing demo (2 layers, trained for minutes on generated "
     "dialogs). It only knows questions like the examples; use --model Team-ACE/ToolACE-8B "
     "for the real model."
 )
@@ -144,8 +144,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     path = args.model or _model_path(args)
     score = evaluate_demo_model(path, questions=args.evaluate)
     print(
-        f"{score.questions} held-out questions: calls exactly right {score.calls:.0%}, "
-        f"final answers exactly right {score.answers:.0%}"
+        f"{score.questions} held-out questions: right tool {score.tools:.0%}, "
+        f"calls exactly right {score.calls:.0%}, final answers exactly right "
+        f"{score.answers:.0%}, second-question calls exactly right {score.later_turns:.0%}"
     )
     return 0
 
@@ -172,37 +173,12 @@ def _build_agent(args: argparse.Namespace) -> Any:
         temperature=None,
         constrained_decoding=constrained,
     ).load()
-    tools = _langchain_tools()
+    from toolace_integrations.demo import langchain_tools
+
+    tools = langchain_tools()
     names = ", ".join(tool.name for tool in tools)
     print(f"Loaded in {time.perf_counter() - started:.1f} s. Tools: {names}")
     return create_agent(llm, tools)
-
-
-def _langchain_tools() -> list[Any]:
-    """The demo tools as LangChain tools, with exactly the schemas the demo model saw."""
-    from langchain_core.tools import StructuredTool, ToolException
-
-    from toolace_integrations.demo import DEMO_TOOLS
-
-    def checked(func: Callable[..., Any]) -> Callable[..., Any]:
-        def run(**kwargs: Any) -> Any:
-            try:
-                return func(**kwargs)
-            except (TypeError, ValueError) as error:
-                raise ToolException(f"Error: {error}") from error
-
-        return run
-
-    return [
-        StructuredTool.from_function(
-            func=checked(tool.func),
-            name=tool.spec.name,
-            description=tool.spec.description,
-            args_schema=dict(tool.spec.parameters),
-            handle_tool_error=True,
-        )
-        for tool in DEMO_TOOLS
-    ]
 
 
 def _run_turn(agent: Any, history: list[Any], question: str, max_steps: int) -> list[Any]:

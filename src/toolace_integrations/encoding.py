@@ -139,8 +139,8 @@ class PromptEncoder:
         if not text:
             return []
         with self._lock:
-            ids: list[int] = self.tokenizer(
-                text, add_special_tokens=False, split_special_tokens=split_special
+            ids: list[int] = self.tokenizer(  # verbose=False: the engine reports long prompts
+                text, add_special_tokens=False, split_special_tokens=split_special, verbose=False
             )["input_ids"]
         return ids
 

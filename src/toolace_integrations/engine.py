@@ -9,6 +9,7 @@ memory, so every chat model or LLM pointing at the same checkpoint reuses one co
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import threading
@@ -27,6 +28,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 from transformers.generation.streamers import BaseStreamer
+from transformers.utils import logging as hf_logging
 
 from toolace_integrations.encoding import PromptEncoder, load_tokenizer, offline_advice
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
@@ -68,6 +70,13 @@ class TransformersEngine:
         self.encoder = PromptEncoder(self.tokenizer)
         self.model: Any = _load_model(spec)
         self.model.eval()
+        embeddings: Any = self.model.get_input_embeddings()
+        rows = int(embeddings.weight.shape[0])
+        if (largest := max(self.tokenizer.get_vocab().values(), default=-1)) >= rows:
+            raise ModelLoadError(
+                f"The tokenizer of {spec.model!r} has token id {largest}, but the model embeds "
+                f"only {rows} tokens: they do not belong together. Load both from one checkpoint."
+            )
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.stop_token_ids = _stop_token_ids(self.tokenizer, self.model)
         if prefix_cache_entries is None:
@@ -412,12 +421,27 @@ _engines_lock = threading.Lock()
 
 
 def load_engine(spec: ModelSpec) -> TransformersEngine:
-    """The process-wide engine for ``spec``, loading the checkpoint on first use."""
+    """The process-wide engine for ``spec``, loading the checkpoint on first use.
+
+    Specs are normalized first, so settings that load the same weights share one engine.
+    """
+    spec = spec.normalized(cuda=torch.cuda.is_available())
     key = spec.cache_key()
     with _engines_lock:
         if key not in _engines:
             _engines[key] = TransformersEngine(spec)
         return _engines[key]
+
+
+def unload_engine(engine: Any) -> None:
+    """Drop ``engine`` and its prefix caches from the registry; weights go with the last user."""
+    with _engines_lock:
+        key = engine.spec.cache_key()
+        if _engines.get(key) is engine:
+            del _engines[key]
+    engine.prefix_cache.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _load_model(spec: ModelSpec) -> PreTrainedModel:
@@ -444,7 +468,8 @@ def _load_model(spec: ModelSpec) -> PreTrainedModel:
         if getattr(spec, name) is not None:
             options[name] = getattr(spec, name)
     try:
-        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(spec.model, **options)
+        with _quiet_progress():
+            model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(spec.model, **options)
     except torch.OutOfMemoryError as error:
         raise GenerationError(_OOM_ADVICE) from error
     except (OSError, ValueError) as error:
@@ -460,6 +485,19 @@ def _load_model(spec: ModelSpec) -> PreTrainedModel:
             "The files may be corrupt or incomplete: download them again."
         ) from error
     return model
+
+
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No "Loading weights" bar unless the user made transformers' logging INFO or chattier."""
+    quiet = hf_logging.get_verbosity() > logging.INFO and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
 
 
 _OOM_ADVICE = (

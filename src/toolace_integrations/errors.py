@@ -48,3 +48,46 @@ class GrammarUnavailableError(ToolACEError, ImportError):
 
 class NoToolCallError(ToolACEError, ValueError):
     """A response carries no tool call where one was expected."""
+
+
+class UnknownArgumentError(ToolACEError, TypeError):
+    """A constructor or call argument that no setting of the model has (often a misspelling)."""
+
+
+class InvalidSettingError(ToolACEError, ValueError):
+    """A per-call setting with a value generation cannot use, such as ``max_tokens=0``."""
+
+
+class TruncatedOutputError(NoToolCallError):
+    """A forced answer (structured output, a required call) was cut by ``max_tokens``.
+
+    Attributes:
+        completion_tokens: Tokens generated before the cut.
+    """
+
+    def __init__(self, completion_tokens: int) -> None:
+        self.completion_tokens = completion_tokens
+        super().__init__(
+            f"The answer was cut at {completion_tokens} tokens (the max_tokens limit) before "
+            "the structured answer or tool call was complete. Raise max_tokens "
+            "(max_new_tokens) on the model or for this call."
+        )
+
+
+class CallFormatError(ToolACEError, ValueError, TypeError):
+    """A tool call (usually a past one being replayed) that ToolACE's call syntax cannot write."""
+
+
+class GrammarTooLargeError(ToolACEError, ValueError):
+    """The tool-call grammar of the bound tools is over the size that may be compiled."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"The tool-call grammar for the bound tools is {size:,} bytes, over the limit of "
+            f"{limit:,} bytes: its compile time grows as the square of its size, to minutes "
+            "for a few MB. Bind fewer tools or parameters, turn constrained decoding off "
+            "(constrained_decoding=False), or raise the limit with the environment variable "
+            "TOOLACE_MAX_GRAMMAR_BYTES (0 lifts it)."
+        )

@@ -1,20 +1,45 @@
-"""Backend-neutral generation records, the backend protocol, and choosing a backend.
+"""Backend-neutral generation records and the backend protocol: the bottom layer.
 
-Nothing here imports torch: the adapters and the remote backend depend on these records and on
-:func:`connect`, which loads the local transformers engine or reaches a server only when asked.
+Nothing here imports torch or another backend module: both backends and the adapters depend on
+these records; choosing a backend for a set of settings lives above, in
+:mod:`toolace_integrations.backends`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from toolace_integrations.errors import ModelLoadError
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 FinishReason = Literal["stop", "length"]
+_HUB_ID = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")
+
+
+def resolve_model(model: str) -> str:
+    """A local folder as its absolute, resolved path; a Hugging Face Hub id unchanged.
+
+    Raises:
+        ModelLoadError: ``model`` looks like a path (``./x``, ``/x``, ``x/``, ``a/b/c``) but no
+            such file or folder exists, before transformers is asked.
+    """
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if _HUB_ID.fullmatch(model) and ".." not in model:
+        return model
+    raise ModelLoadError(
+        f"There is no folder {model!r} (looked for {path.resolve()}), and it is not a Hugging "
+        "Face Hub id of the form 'owner/name'. Pass the folder that holds config.json and the "
+        "weights, or a Hub id such as 'Team-ACE/ToolACE-8B' (downloaded once, it loads "
+        "offline with HF_HUB_OFFLINE=1)."
+    )
 
 
 @dataclass(frozen=True)
@@ -32,6 +57,25 @@ class ModelSpec:
     attn_implementation: str | None = None
     quantization_config: Any = None
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def normalized(self, *, cuda: bool) -> ModelSpec:
+        """The spec with what the engine would pick filled in, so equal weights key equally.
+
+        A local folder becomes its resolved path; ``dtype`` defaults to bfloat16 on CUDA and
+        float32 elsewhere, ``device_map`` to ``"auto"`` on CUDA; ``attn_implementation="sdpa"``
+        (transformers' default) is left unset.
+        """
+        dtype = str(self.dtype).removeprefix("torch.") if self.dtype is not None else None
+        device_map = self.device_map
+        return replace(
+            self,
+            model=resolve_model(self.model),
+            dtype=dtype or ("bfloat16" if cuda else "float32"),
+            device_map=device_map if device_map is not None else ("auto" if cuda else None),
+            attn_implementation=None
+            if self.attn_implementation == "sdpa"
+            else self.attn_implementation,
+        )
 
     def cache_key(self) -> str:
         """A stable text key; configs without JSON form contribute their ``repr``."""
@@ -129,48 +173,3 @@ class Backend(Protocol):
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The full prompt text the model sees for ``messages``."""
-
-
-def connect(
-    model: str,
-    *,
-    revision: str | None = None,
-    dtype: str | None = None,
-    device_map: str | Mapping[str, Any] | None = None,
-    attn_implementation: str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
-) -> Backend:
-    """The backend adapters generate with; the one place their settings become a backend.
-
-    Without ``base_url`` this is the process-wide local engine for the checkpoint, loaded on
-    first use and shared by every adapter with the same settings. With ``base_url`` it is a
-    client of that OpenAI-compatible server (vLLM), rendering and parsing prompts locally.
-    ``model_kwargs`` go to ``from_pretrained``; a ``quantization_config`` among them is part of
-    what makes two loaded models differ.
-    """
-    options = dict(model_kwargs or {})
-    spec = ModelSpec(
-        model=model,
-        revision=revision,
-        dtype=dtype,
-        device_map=device_map,
-        attn_implementation=attn_implementation,
-        quantization_config=options.pop("quantization_config", None),
-        model_kwargs=options,
-    )
-    if base_url is None:
-        from toolace_integrations.engine import load_engine
-
-        return load_engine(spec)
-    from toolace_integrations.remote import RemoteBackend
-
-    remote: dict[str, Any] = {"revision": revision, "api_key": api_key}
-    if timeout is not None:
-        remote["timeout"] = timeout
-    if max_retries is not None:
-        remote["max_retries"] = max_retries
-    return RemoteBackend(base_url, model, **remote)

@@ -18,19 +18,30 @@ Notes:
     ...), as the parser reads them. Recursive ``$ref`` schemas become recursive rules. In
     ``auto``/``none`` mode the text branch only forbids a leading ``[``, code fence or
     whitespace: prose may still mention a call.
+    Compile time grows about as the square of the grammar's size (with a 128k vocabulary, 50
+    tools x 200 properties, 765 KB, took 22 s and 100 x 200 took 92 s), so grammars over
+    :func:`max_grammar_bytes` are refused; ``benchmarks/bench_grammar_limits.py`` measures it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from toolace_integrations.errors import GrammarUnavailableError, ToolChoiceError, ToolSpecError
+from toolace_integrations.errors import (
+    GrammarTooLargeError,
+    GrammarUnavailableError,
+    ToolACEError,
+    ToolChoiceError,
+    ToolSpecError,
+)
 from toolace_integrations.schema import resolve_ref, to_json_schema
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
@@ -39,7 +50,10 @@ if TYPE_CHECKING:
     from transformers import LogitsProcessor as Processor
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["GrammarConstraint", "tool_call_grammar"]
+__all__ = ["GrammarConstraint", "max_grammar_bytes", "tool_call_grammar"]
+
+DEFAULT_MAX_GRAMMAR_BYTES = 131_072
+"""Default limit: under a second of compile time with a 128k-token vocabulary (benchmarks)."""
 
 _ANY_DEPTH = 3
 _PRIMITIVES = {
@@ -255,15 +269,34 @@ class _Builder:
         return self.any()
 
 
-def tool_call_grammar(tools: Sequence[FunctionSpec], choice: ToolChoice) -> str:
+def max_grammar_bytes() -> int:
+    """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 128 KiB (0 lifts it)."""
+    raw = os.environ.get("TOOLACE_MAX_GRAMMAR_BYTES", "")
+    try:
+        return int(raw) if raw.strip() else DEFAULT_MAX_GRAMMAR_BYTES
+    except ValueError:
+        message = f"TOOLACE_MAX_GRAMMAR_BYTES={raw!r} is not a whole number of bytes."
+        raise ToolACEError(message) from None
+
+
+def tool_call_grammar(
+    tools: Sequence[FunctionSpec], choice: ToolChoice, *, max_bytes: int | None = None
+) -> str:
     """Build the EBNF grammar of the answers ``choice`` allows over ``tools``.
 
     Calls are ``[name(arg=value, ...), ...]`` with arguments in schema order (optional ones may be
     skipped, required ones may not) and values typed by each argument's JSON schema; text answers
     start with neither ``[``, a code fence nor whitespace. Equal inputs give equal text.
 
+    Args:
+        tools: The bound tools.
+        choice: What the model may answer with.
+        max_bytes: Refuse grammars longer than this (UTF-8); ``None``: :func:`max_grammar_bytes`,
+            ``0``: no limit.
+
     Raises:
         ToolChoiceError: ``choice`` needs a call but no tool (or not the named tool) is bound.
+        GrammarTooLargeError: the grammar is over the limit, so compiling it could take minutes.
     """
     builder = _Builder()
     builder.rules["root"] = ""
@@ -294,7 +327,11 @@ def tool_call_grammar(tools: Sequence[FunctionSpec], choice: ToolChoice) -> str:
     if choice.mode in ("auto", "none"):
         alternatives.append(builder.use("text"))
     builder.rules["root"] = " | ".join(alternatives)
-    return "".join(f"{name} ::= {body}\n" for name, body in builder.rules.items())
+    grammar = "".join(f"{name} ::= {body}\n" for name, body in builder.rules.items())
+    limit = max_grammar_bytes() if max_bytes is None else max_bytes
+    if limit and (size := len(grammar.encode())) > limit:
+        raise GrammarTooLargeError(size, limit)
+    return grammar
 
 
 def _import_xgrammar() -> Any:
@@ -318,8 +355,10 @@ class GrammarConstraint:
         processor = constraint.logits_processor(tools, ToolChoice("required"))
         model.generate(input_ids, logits_processor=[processor])
 
-    Compiled grammars are cached by grammar text (LRU, ``cache_size`` entries, thread-safe);
-    processors are single-use, so ask for a new one for every ``generate()`` call.
+    Compiled grammars are cached by grammar text (LRU, ``cache_size`` entries, thread-safe;
+    threads asking for a grammar being compiled wait for that one compile); processors are
+    single-use, so ask for a new one for every ``generate()`` call. :meth:`precompile` compiles
+    ahead, e.g. in the caller's thread, so the generating thread finds the grammar cached.
 
     Notes:
         On CPU xgrammar needs no ``triton`` (installing it with ``--no-deps`` works); on CUDA its
@@ -358,20 +397,42 @@ class GrammarConstraint:
         self._cache: OrderedDict[str, xgrammar.CompiledGrammar] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._compiling: dict[str, Future[xgrammar.CompiledGrammar]] = {}
 
     def compile(self, grammar: str) -> xgrammar.CompiledGrammar:
-        """Compile EBNF text, or return the cached result for the same text."""
+        """Compile EBNF text, or return the cached (or being compiled) result for the same text."""
         with self._lock:
             if grammar in self._cache:
                 self._cache.move_to_end(grammar)
                 return self._cache[grammar]
-        compiled: xgrammar.CompiledGrammar = self._compiler.compile_grammar(grammar)
+            pending = self._compiling.get(grammar)
+            if pending is None:
+                mine: Future[xgrammar.CompiledGrammar] = Future()
+                self._compiling[grammar] = mine
+        if pending is not None:
+            return pending.result()
+        try:
+            compiled: xgrammar.CompiledGrammar = self._compiler.compile_grammar(grammar)
+        except BaseException as error:
+            with self._lock:
+                del self._compiling[grammar]
+            mine.set_exception(error)
+            raise
         with self._lock:
-            compiled = self._cache.setdefault(grammar, compiled)
-            self._cache.move_to_end(grammar)
+            del self._compiling[grammar]
+            self._cache[grammar] = compiled
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        mine.set_result(compiled)
         return compiled
+
+    def precompile(self, tools: Sequence[FunctionSpec], choice: ToolChoice) -> None:
+        """Compile the grammar of ``tools`` and ``choice`` now, into the cache.
+
+        Raises:
+            GrammarTooLargeError: the grammar is over :func:`max_grammar_bytes`.
+        """
+        self.compile(tool_call_grammar(tools, choice))
 
     def clear_cache(self) -> None:
         """Forget every compiled grammar."""

@@ -1,7 +1,8 @@
 """LangChain chat model for ToolACE-8B: a thin map between LangChain types and the neutral core.
 
 Prompt rendering, generation, grammar and parsing live in :mod:`toolace_integrations.chat` and
-below; this module only converts messages, tools and results to and from LangChain's types.
+below, the settings in :mod:`toolace_integrations.settings` (shared with LlamaIndex's
+``ToolACELLM``), message conversion in :mod:`toolace_integrations.langchain_messages`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing, suppress
 from functools import partial
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -29,55 +30,49 @@ from langchain_core.callbacks import (
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ChatMessage,
-    HumanMessage,
-    SystemMessage,
-    ToolMessage,
-)
-from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+)
 from langchain_core.runnables.config import get_config_list
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.json import parse_partial_json
-from langchain_core.utils.utils import LC_ID_PREFIX, secret_from_env
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from langchain_core.utils.utils import LC_ID_PREFIX
+from pydantic import BaseModel, Field
 
 from toolace_integrations import chat
-from toolace_integrations.errors import ToolSpecError
-from toolace_integrations.generation import (
-    Backend,
-    GenerationRequest,
-    SamplingParams,
-    connect,
+from toolace_integrations.errors import (
+    ToolSpecError,
+    UnknownArgumentError,
 )
-from toolace_integrations.parsing import ToolCall
-from toolace_integrations.prompt import (
-    DEFAULT_SYSTEM_TEMPLATE,
-    Message,
-    PromptError,
-    tool_schema_for_prompt,
+from toolace_integrations.generation import Backend, GenerationRequest
+from toolace_integrations.langchain_messages import (
+    response_format_tool,
+    structured_output,
+    to_message,
+    unique_tools,
 )
-from toolace_integrations.tools import FunctionSpec, normalize_tools, resolve_tool_choice
+from toolace_integrations.langchain_messages import to_ai_message as _to_ai_message
+from toolace_integrations.settings import ToolACESettings, require_messages
+from toolace_integrations.tools import normalize_tools, resolve_tool_choice
 
 __all__ = ["ChatToolACE"]
 
-_SKIPPED_BLOCKS = {"tool_call", "tool_call_chunk", "invalid_tool_call", "tool_use", "reasoning"}
 _T = TypeVar("_T")
 _Piece = tuple[str, AIMessage | None]
-_IDENTIFYING = {"model", "revision", "dtype", "max_new_tokens", "temperature", "top_p", "seed"}
+# Call arguments LangChain itself adds (bind, with_structured_output); taken and dropped.
+_FRAMEWORK_ARGUMENTS = ("stream", "ls_structured_output_format", "structured_output_format")
 
 
-class ChatToolACE(BaseChatModel):
+class ChatToolACE(ToolACESettings, BaseChatModel):
     """ToolACE-8B run locally with transformers, with strict, grammar-constrained tool calls.
 
     Construction loads nothing; the weights load on the first call (or :meth:`load`) and are
-    shared by every instance with the same checkpoint settings.
+    shared by every instance (and LlamaIndex ``ToolACELLM``) that would load the same weights.
 
     Example:
         .. code-block:: python
@@ -104,73 +99,17 @@ class ChatToolACE(BaseChatModel):
           as JSON text; every ``with_structured_output`` method is such a forced call.
         - ``batch`` runs one padded ``generate`` when the inputs share a config.
         - Text-only: image, audio and file content blocks raise :class:`PromptError`.
-        - ``timeout``, ``max_retries`` and ``api_key`` are accepted for API compatibility and
-          ignored by the local engine (a remote backend will use them).
+        - Unknown or misspelled constructor and call arguments raise ``UnknownArgumentError``
+          naming the closest one; ``stream_usage`` is accepted (usage is always streamed).
+        - Token counts (``get_num_tokens*``, ``trim_messages``) use the checkpoint's tokenizer.
+        - ``base_url`` runs on a vLLM server; ``timeout``, ``max_retries``, ``api_key``,
+          ``grammar_param``, ``extra_body``, ``batch_prompts`` and ``max_concurrency`` apply
+          to it only.
     """
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    model: str = Field(
-        default="Team-ACE/ToolACE-8B", description="Hugging Face model id or local folder."
-    )
-    revision: str | None = Field(default=None, description="Hub branch, tag or commit to load.")
-    dtype: str | None = Field(
-        default=None,
-        alias="torch_dtype",
-        description="Weight dtype such as 'bfloat16'; None: bfloat16 on CUDA, float32 on CPU.",
-    )
-    device_map: str | dict[str, Any] | None = Field(
-        default=None, description="transformers device_map ('auto', 'cuda:0'); None: CPU."
-    )
-    attn_implementation: str | None = Field(
-        default=None, description="Attention kernel, e.g. 'sdpa' or 'flash_attention_2'."
-    )
-    model_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra from_pretrained arguments, e.g. {'quantization_config': ...}.",
-    )
-    max_new_tokens: int = Field(
-        default=512, ge=1, alias="max_tokens", description="Most tokens to generate per turn."
-    )
-    temperature: float | None = Field(
-        default=None, ge=0, description="Sampling temperature; None or 0 decodes greedily."
-    )
-    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling mass.")
-    stop: list[str] | None = Field(default=None, description="Strings that end generation.")
-    seed: int | None = Field(default=None, description="Seed for sampling, for repeatable runs.")
-    cache_implementation: str | None = Field(
-        default=None,
-        description="'static' for a fixed-size KV cache, which transformers compiles with "
-        "torch.compile on GPU (turns off prompt-prefix reuse); None for the dynamic cache.",
-    )
-    reuse_prefix: bool = Field(
-        default=True,
-        description="Reuse the key/value cache of earlier prompts that share a prefix (agent "
-        "steps re-send the same tools); bounded by TOOLACE_PREFIX_CACHE_ENTRIES/_BYTES.",
-    )
-    system_template: str = Field(
-        default=DEFAULT_SYSTEM_TEMPLATE,
-        description="ToolACE's system prompt; '{functions}' is replaced by the tool list.",
-    )
-    constrained_decoding: bool = Field(
-        default=True, description="Constrain output to valid calls of bound tools (xgrammar)."
-    )
     streaming: bool = Field(default=False, description="Make invoke() stream under the hood.")
-    base_url: str | None = Field(
-        default=None,
-        description="OpenAI-compatible server (vLLM) to generate on, e.g. http://host:8000/v1; "
-        "None runs the model in this process.",
-    )
-    timeout: float | None = Field(default=None, description="Seconds per server request.")
-    max_retries: int | None = Field(
-        default=None, description="Retries of failed server requests (connection, 429, 5xx)."
-    )
-    api_key: SecretStr | None = Field(
-        default_factory=secret_from_env(["TOOLACE_API_KEY", "OPENAI_API_KEY"], default=None),
-        description="Server API key; read from TOOLACE_API_KEY or OPENAI_API_KEY when unset.",
-    )
 
-    _connected: Backend | None = PrivateAttr(default=None)
+    _ACCEPTED_ARGUMENTS: ClassVar[frozenset[str]] = frozenset({"stream_usage"})
 
     @property
     def _llm_type(self) -> str:
@@ -178,7 +117,7 @@ class ChatToolACE(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return self.model_dump(include=_IDENTIFYING)
+        return self._answer_settings()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -189,35 +128,59 @@ class ChatToolACE(BaseChatModel):
             ls_max_tokens=kwargs.get("max_tokens", self.max_new_tokens),
         )
         if stop := stop or self.stop:
-            params["ls_stop"] = list(stop)
+            params["ls_stop"] = [stop] if isinstance(stop, str) else list(stop)
         return params
 
     def _resolve_model_profile(self) -> ModelProfile | None:
-        return ModelProfile(
+        profile = ModelProfile(
             tool_calling=True,
             tool_choice=True,
             tool_call_streaming=True,
             structured_output=True,
             image_inputs=False,
         )
-
-    def load(self) -> ChatToolACE:
-        """Load the tokenizer and weights now rather than on the first call; returns ``self``."""
-        self._backend()
-        return self
+        if window := self._context_size():
+            profile["max_input_tokens"] = window
+        return profile
 
     def get_prompt_text(self, messages: LanguageModelInput, **kwargs: Any) -> str:
         """The exact prompt text the model reads for ``messages``, for debugging.
+
+        Loads only the tokenizer.
 
         Args:
             messages: Anything ``invoke`` accepts.
             **kwargs: Call arguments such as ``tools=[...]`` (any tool ``bind_tools`` takes).
         """
-        if (tools := kwargs.pop("tools", None)) is not None:
-            kwargs["tools"] = [convert_to_openai_tool(tool) for tool in tools]
         conversation = self._convert_input(messages).to_messages()
-        backend, request, _ = self._prepare(conversation, None, kwargs)
-        return backend.prompt_text(request.messages)
+        request, _, _ = self._request(conversation, None, _openai_tools(kwargs))
+        return self._encoder().prompt_text(request.messages)
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` from the checkpoint's tokenizer (loaded alone, no weights)."""
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
+        return self._encoder().tokenize(text, split_special=True)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Tokens of the whole ToolACE prompt for ``messages`` (and ``tools``), as generated.
+
+        Equals the ``input_tokens`` a call with these messages and tools reports. A tool result
+        whose call is not among ``messages`` still counts (as ``trim_messages`` needs).
+        """
+        names = {
+            c["id"]: c["name"] for m in messages if isinstance(m, AIMessage) for c in m.tool_calls
+        }
+        named = [  # trim_messages counts partial (even reversed) lists: name results up front
+            m.model_copy(update={"name": names.get(m.tool_call_id, "tool")})
+            if isinstance(m, ToolMessage) and not m.name
+            else m
+            for m in messages
+        ]
+        request, _, _ = self._request(named, None, _openai_tools({"tools": tools}))
+        return len(self._encoder().encode(request.messages)) if request.messages else 0
 
     def bind_tools(
         self,
@@ -225,6 +188,7 @@ class ChatToolACE(BaseChatModel):
         *,
         tool_choice: str | dict[str, Any] | bool | None = None,
         parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools, checked now so a bad name or ``tool_choice`` fails here, not mid-run.
@@ -235,13 +199,15 @@ class ChatToolACE(BaseChatModel):
             tool_choice: ``"auto"``/``None``, ``"none"``, ``"any"``/``"required"``, a tool name
                 or ``{"type": "function", "function": {"name": ...}}``.
             parallel_tool_calls: ``False`` allows at most one call per turn.
+            strict: Accepted for ChatOpenAI compatibility; with ``constrained_decoding`` calls
+                always match the schemas.
             **kwargs: Further call arguments for :meth:`bind`.
 
         Raises:
             ToolSpecError: a tool ToolACE's call syntax cannot express.
             ToolChoiceError: an unknown ``tool_choice`` or one naming an unbound tool.
         """
-        formatted = _unique_tools([convert_to_openai_tool(tool) for tool in tools])
+        formatted = unique_tools([convert_to_openai_tool(tool) for tool in tools])
         if parallel_tool_calls is None and "ls_structured_output_format" in kwargs:
             parallel_tool_calls = False  # with_structured_output wants exactly one answer
         resolve_tool_choice(tool_choice, normalize_tools(formatted))
@@ -264,11 +230,20 @@ class ChatToolACE(BaseChatModel):
         """Answer as ``schema`` (pydantic class, TypedDict or JSON schema) via a forced call.
 
         Every ``method`` runs as one grammar-constrained call of a tool built from ``schema``,
-        so the output always matches it; ``strict`` is accepted and always in effect.
+        so the output always matches it; ``strict`` is accepted and always in effect. An
+        answer cut by ``max_tokens`` gives a :class:`TruncatedOutputError` (as
+        ``parsing_error`` with ``include_raw=True``) rather than ``None``.
         """
         if method not in ("function_calling", "json_schema", "json_mode"):
             raise ValueError(f"Unknown method {method!r}; use 'function_calling'.")
-        return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+        if kwargs:
+            raise UnknownArgumentError(f"with_structured_output got unknown arguments {kwargs}.")
+        llm = self.bind_tools(
+            [schema],
+            tool_choice="any",
+            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+        )
+        return structured_output(llm, schema, include_raw=include_raw)
 
     def batch(
         self,
@@ -415,65 +390,41 @@ class ChatToolACE(BaseChatModel):
                 text = str(message.content)
                 yield (text[len(shown) :] if text.startswith(shown) else event.content), message
 
-    def _prepare(
-        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
-    ) -> tuple[Backend, GenerationRequest, str | None]:
-        """Map LangChain messages and call arguments to a core request."""
+    def _request(
+        self, messages: Sequence[BaseMessage], stop: Any, kwargs: Mapping[str, Any]
+    ) -> tuple[GenerationRequest, str | None, str | None]:
+        """Map LangChain messages and call arguments to a core request, before model work.
+
+        Returns the request, the name of the ``response_format`` answer tool and the ``model``
+        the call names (``None``: the field).
+        """
         options = dict(kwargs)
-        for ignored in ("stream", "ls_structured_output_format", "structured_output_format"):
+        for ignored in (*_FRAMEWORK_ARGUMENTS, *self._ACCEPTED_ARGUMENTS):
             options.pop(ignored, None)
         model = options.pop("model", None)
         tools = normalize_tools(options.pop("tools", None))
         choice = options.pop("tool_choice", None)
         parallel = options.pop("parallel_tool_calls", None) is not False
-        answer_tool = _response_format_tool(options.pop("response_format", None))
+        answer_tool = response_format_tool(options.pop("response_format", None))
         if answer_tool is not None:
             if answer_tool.name in {tool.name for tool in tools}:
                 raise ToolSpecError(f"response_format {answer_tool.name!r} clashes with a tool.")
             tools.append(answer_tool)
             # The answer is a call too: "auto" must call a tool or answer, "none" must answer.
             choice = {None: "any", "auto": "any", "none": answer_tool.name}.get(choice, choice)
-        max_new_tokens = options.pop("max_new_tokens", self.max_new_tokens)
-        sampling = SamplingParams(
-            max_new_tokens=options.pop("max_tokens", max_new_tokens),
-            temperature=options.pop("temperature", self.temperature),
-            top_p=options.pop("top_p", self.top_p),
-            stop=tuple(stop if stop is not None else self.stop or ()),
-            seed=options.pop("seed", self.seed),
-            cache_implementation=self.cache_implementation,
-            reuse_prefix=self.reuse_prefix,
+        converted = [to_message(message) for message in messages]
+        request = self._core_request(
+            converted, tools, choice, parallel=parallel, options=options, stop=stop
         )
-        if options:
-            raise TypeError(f"ChatToolACE got unsupported call arguments {sorted(options)}.")
-        request = chat.build_request(
-            [_to_message(message) for message in messages],
-            tools,
-            tool_choice=resolve_tool_choice(choice, tools, parallel=parallel),
-            sampling=sampling,
-            system_template=self.system_template,
-            constrained=self.constrained_decoding,
-        )
-        return self._backend(model), request, answer_tool.name if answer_tool else None
+        return request, answer_tool.name if answer_tool else None, model
 
-    def _backend(self, model: str | None = None) -> Backend:
-        """The backend for these fields (a call may name another ``model``)."""
-        if model is None and self._connected is not None:
-            return self._connected
-        backend = connect(
-            model or self.model,
-            revision=self.revision,
-            dtype=self.dtype,
-            device_map=self.device_map,
-            attn_implementation=self.attn_implementation,
-            model_kwargs=self.model_kwargs,
-            base_url=self.base_url,
-            api_key=self.api_key.get_secret_value() if self.api_key else None,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        if model is None:
-            self._connected = backend
-        return backend
+    def _prepare(
+        self, messages: Sequence[BaseMessage], stop: Any, kwargs: Mapping[str, Any]
+    ) -> tuple[Backend, GenerationRequest, str | None]:
+        """The backend and request for a call; bad input raises before any model work."""
+        require_messages(messages)
+        request, answer_tool, model = self._request(messages, stop, kwargs)
+        return self._backend(model), request, answer_tool
 
     def _shared_config(
         self,
@@ -490,102 +441,6 @@ class ChatToolACE(BaseChatModel):
             return None
         configs = get_config_list(config, len(inputs))
         return configs[0] if all(c == configs[0] for c in configs[1:]) else None
-
-
-def _unique_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop repeats that ToolACE sees identically, e.g. a pydantic model and its JSON schema."""
-    seen: dict[str, str] = {}
-    unique = []
-    for tool in tools:
-        spec = normalize_tools([tool])[0]
-        key = json.dumps(tool_schema_for_prompt(spec), sort_keys=True, default=str)
-        if seen.get(spec.name) != key:  # a different tool of the same name fails later
-            seen[spec.name] = key
-            unique.append(tool)
-    return unique
-
-
-def _text(content: str | list[Any]) -> str:
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        kind = "text" if isinstance(block, str) else block.get("type")
-        if kind == "text":
-            parts.append(block if isinstance(block, str) else str(block.get("text", "")))
-        elif kind not in _SKIPPED_BLOCKS:
-            raise PromptError(
-                f"ToolACE-8B reads text only; a {kind!r} content block cannot be sent. "
-                "Describe the content in text instead."
-            )
-    return "".join(parts)
-
-
-def _to_message(message: BaseMessage) -> Message:
-    if isinstance(message, SystemMessage):
-        return Message("system", _text(message.content))
-    if isinstance(message, HumanMessage):
-        return Message("user", _text(message.content))
-    if isinstance(message, AIMessage):
-        calls = tuple(
-            ToolCall(c["name"], c["args"], c["id"]) if c["id"] else ToolCall(c["name"], c["args"])
-            for c in message.tool_calls
-        )
-        return Message("assistant", _text(message.content), calls)
-    if isinstance(message, ToolMessage):
-        content = message.content
-        if not isinstance(content, str):
-            textual = all(isinstance(b, str) or b.get("type") == "text" for b in content)
-            content = _text(content) if textual else json.dumps(content, ensure_ascii=False)
-        return Message("tool", content, tool_call_id=message.tool_call_id, name=message.name)
-    if isinstance(message, ChatMessage) and message.role in ("system", "user", "assistant"):
-        return Message(message.role, _text(message.content))  # type: ignore[arg-type]
-    raise PromptError(
-        f"ChatToolACE cannot send a {type(message).__name__} (type {message.type!r}); "
-        "use SystemMessage, HumanMessage, AIMessage or ToolMessage."
-    )
-
-
-def _response_format_tool(response_format: Any) -> FunctionSpec | None:
-    """``{"type": "json_schema", ...}`` (create_agent's ProviderStrategy) as a forced tool."""
-    if response_format is None:
-        return None
-    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
-        raise ToolSpecError(
-            f"response_format={response_format!r} is not supported; pass "
-            "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}} "
-            "or use with_structured_output(schema)."
-        )
-    spec = response_format.get("json_schema") or {}
-    function = {"name": spec.get("name"), "description": spec.get("description", "")}
-    return normalize_tools([{**function, "parameters": spec.get("schema") or {}}])[0]
-
-
-def _to_ai_message(result: chat.ChatTurn, answer_tool: str | None) -> AIMessage:
-    parsed = result.parsed
-    calls, content = parsed.calls, parsed.content
-    if answer_tool and (answers := [call for call in calls if call.name == answer_tool]):
-        content = json.dumps(answers[0].arguments, ensure_ascii=False)
-        calls = [call for call in calls if call.name != answer_tool]
-    return AIMessage(
-        content=content,
-        tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in calls],
-        invalid_tool_calls=[
-            invalid_tool_call(name=c.name, args=c.text, id=c.id, error=c.error)
-            for c in parsed.invalid
-        ],
-        usage_metadata={
-            "input_tokens": result.prompt_tokens,
-            "output_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens,
-        },
-        response_metadata={
-            "model_name": result.model_name,
-            "finish_reason": result.finish_reason,
-            "model_provider": "toolace",
-            "raw_output": result.text,
-        },
-    )
 
 
 def _chunk(delta: str, message: AIMessage | None) -> ChatGenerationChunk | None:
@@ -610,3 +465,11 @@ def _chunk(delta: str, message: AIMessage | None) -> ChatGenerationChunk | None:
         chunk_position="last",
     )
     return ChatGenerationChunk(message=last)
+
+
+def _openai_tools(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Call arguments with any ``tools`` as the OpenAI dicts ``bind_tools`` would bind."""
+    options = dict(kwargs)
+    if (tools := options.pop("tools", None)) is not None:
+        options["tools"] = [convert_to_openai_tool(tool) for tool in tools]
+    return options

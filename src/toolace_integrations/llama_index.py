@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from llama_index.core.base.llms.generic_utils import (
     achat_to_completion_decorator,
@@ -40,23 +40,23 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
     VideoBlock,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
 from toolace_integrations.chat import (
     ChatEvent,
+    ChatTurn,
     arun_chat,
-    build_request,
     iterate_in_thread,
     stream_chat,
 )
-from toolace_integrations.errors import NoToolCallError
-from toolace_integrations.generation import Backend, GenerationRequest, SamplingParams, connect
+from toolace_integrations.errors import NoToolCallError, TruncatedOutputError
+from toolace_integrations.generation import Backend, GenerationRequest
 from toolace_integrations.parsing import ToolCall
-from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError, Role
-from toolace_integrations.tools import normalize_tools, resolve_tool_choice
+from toolace_integrations.prompt import Message, PromptError, Role
+from toolace_integrations.settings import ToolACESettings, require_messages
+from toolace_integrations.tools import normalize_tools
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -76,23 +76,15 @@ _ROLES: dict[MessageRole, Role] = {
     MessageRole.FUNCTION: "tool",
 }
 _NON_TEXT_BLOCKS = (ImageBlock, AudioBlock, VideoBlock, DocumentBlock)
-_SAMPLING_KEYS = (
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "seed",
-    "cache_implementation",
-    "reuse_prefix",
-)
 
 
-class ToolACELLM(FunctionCallingLLM):
+class ToolACELLM(ToolACESettings, FunctionCallingLLM):
     """ToolACE-8B, loaded locally with transformers, as a LlamaIndex function-calling LLM.
 
     Construction loads nothing; the weights load on the first generation and are shared with
     every other ToolACE LLM or chat model (LangChain's ``ChatToolACE`` included) that names the
-    same checkpoint, revision, dtype, device map and attention implementation.
+    same checkpoint, revision, dtype, device map and attention implementation. The settings
+    are :class:`~toolace_integrations.settings.ToolACESettings`, shared with ``ChatToolACE``.
 
     Example:
         >>> from llama_index.core.agent.workflow import FunctionAgent
@@ -114,70 +106,15 @@ class ToolACELLM(FunctionCallingLLM):
           ``constrained_decoding`` the grammar guarantees a well-formed call of a bound tool.
           ``FunctionAgent(initial_tool_choice=<name>)`` uses this to force the first step.
         - Only text is read: image, audio, video and document blocks raise ``PromptError``.
-        - Per-call keyword arguments ``max_new_tokens``, ``temperature``, ``top_p``, ``stop`` and
-          ``seed`` override the fields; other unknown keyword arguments are ignored, as
-          LlamaIndex passes framework options through ``chat``.
+        - Per-call ``max_new_tokens``/``max_tokens``, ``temperature``, ``top_p``, ``stop``,
+          ``seed``, ``cache_implementation`` and ``reuse_prefix`` override the settings;
+          unknown or misspelled constructor and call arguments raise ``UnknownArgumentError``
+          naming the closest one.
+        - :meth:`load` loads now, :meth:`unload` lets the model go, :meth:`get_prompt_text`
+          shows the prompt (tokenizer only).
     """
 
-    model: str = Field(
-        default="Team-ACE/ToolACE-8B", description="Hugging Face model id or local folder."
-    )
-    revision: str | None = Field(default=None, description="Model revision; None is the default.")
-    device_map: str | dict[str, Any] | None = Field(
-        default=None, description="transformers device_map, e.g. 'auto'; None loads one device."
-    )
-    torch_dtype: str | None = Field(
-        default=None, description="Weights dtype name; None is bfloat16 on CUDA, else float32."
-    )
-    attn_implementation: str | None = Field(
-        default=None, description="Attention kernel, e.g. 'sdpa'; None is transformers' choice."
-    )
-    model_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Extra keyword arguments for from_pretrained."
-    )
-    max_new_tokens: int = Field(default=512, gt=0, description="Most tokens generated per turn.")
-    temperature: float = Field(
-        default=0.0, ge=0.0, description="Sampling temperature; 0 decodes greedily."
-    )
-    top_p: float | None = Field(default=None, description="Nucleus sampling mass when sampling.")
-    stop: list[str] | None = Field(default=None, description="Strings that end generation.")
-    seed: int | None = Field(default=None, description="Seed for sampling, for repeatable runs.")
-    cache_implementation: str | None = Field(
-        default=None,
-        description="'static' for a fixed-size KV cache, which transformers compiles with "
-        "torch.compile on GPU (turns off prompt-prefix reuse); None for the dynamic cache.",
-    )
-    reuse_prefix: bool = Field(
-        default=True,
-        description="Reuse the key/value cache of earlier prompts that share a prefix (agent "
-        "steps re-send the same tools); bounded by TOOLACE_PREFIX_CACHE_ENTRIES/_BYTES.",
-    )
-    system_template: str = Field(
-        default=DEFAULT_SYSTEM_TEMPLATE,
-        description="ToolACE's system prompt; '{functions}' is replaced by the tool list.",
-    )
-    constrained_decoding: bool = Field(
-        default=True, description="Constrain calls to the bound tools' grammar (needs xgrammar)."
-    )
-    context_window: int | None = Field(
-        default=None,
-        description="Context size; None reads the loaded model's (131072 before it loads).",
-    )
-
-    base_url: str | None = Field(
-        default=None,
-        description="OpenAI-compatible server (vLLM) to generate on, e.g. http://host:8000/v1; "
-        "None runs the model in this process.",
-    )
-    timeout: float | None = Field(default=None, description="Seconds per server request.")
-    max_retries: int | None = Field(
-        default=None, description="Retries of failed server requests (connection, 429, 5xx)."
-    )
-    api_key: SecretStr | None = Field(
-        default=None, description="Server API key; defaults to TOOLACE_API_KEY/OPENAI_API_KEY."
-    )
-
-    _engine: Backend | None = PrivateAttr(default=None)
+    _ACCEPTED_ARGUMENTS: ClassVar[frozenset[str]] = frozenset({"class_name"})
 
     @classmethod
     def class_name(cls) -> str:
@@ -186,12 +123,9 @@ class ToolACELLM(FunctionCallingLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Capabilities; ``context_window`` is ToolACE-8B's until this LLM has loaded a model."""
-        window = self.context_window
-        if window is None and self._engine is not None:
-            window = self._engine.context_window or None
+        """Capabilities; ``context_window`` from the setting, the loaded model or config.json."""
         return LLMMetadata(
-            context_window=window or _DEFAULT_CONTEXT_WINDOW,
+            context_window=self._context_size() or _DEFAULT_CONTEXT_WINDOW,
             num_output=self.max_new_tokens,
             is_chat_model=True,
             is_function_calling_model=True,
@@ -202,6 +136,13 @@ class ToolACELLM(FunctionCallingLLM):
     def model_name(self) -> str:
         """The model id or path."""
         return self.model
+
+    def get_prompt_text(
+        self, messages: Sequence[ChatMessage], tools: Sequence[BaseTool] | None = None
+    ) -> str:
+        """The exact prompt text the model reads for ``messages`` (and ``tools``); no weights."""
+        request = self._build_request(messages, {"tools": tools} if tools else {})
+        return self._encoder().prompt_text(request.messages)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -216,10 +157,12 @@ class ToolACELLM(FunctionCallingLLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Generate one assistant turn; concurrent calls are batched together."""
+        require_messages(messages)
         request = await asyncio.to_thread(self._build_request, messages, kwargs)
         backend = await asyncio.to_thread(self._load)
         result = await arun_chat(backend, request)
-        return _chat_response(ChatEvent(result.parsed.content, result), result.parsed.content)
+        response = _chat_response(ChatEvent(result.parsed.content, result), result.parsed.content)
+        return _with_cache_usage(response, result)
 
     @llm_chat_callback()
     async def astream_chat(
@@ -315,6 +258,9 @@ class ToolACELLM(FunctionCallingLLM):
         """
         calls = _tool_calls(response.message)
         if not calls and error_on_no_tool_call:
+            raw = response.raw if isinstance(response.raw, Mapping) else {}
+            if raw.get("finish_reason") == "length":
+                raise TruncatedOutputError(int(raw.get("usage", {}).get("completion_tokens", 0)))
             invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
             problems = "; ".join(str(call.get("error")) for call in invalid)
             raise NoToolCallError(
@@ -328,38 +274,27 @@ class ToolACELLM(FunctionCallingLLM):
         ]
 
     def _load(self) -> Backend:
-        """The backend for these fields, shared with every adapter that has the same ones."""
-        if self._engine is None:
-            self._engine = connect(
-                self.model,
-                revision=self.revision,
-                dtype=self.torch_dtype,
-                device_map=self.device_map,
-                attn_implementation=self.attn_implementation,
-                model_kwargs=self.model_kwargs,
-                base_url=self.base_url,
-                api_key=self.api_key.get_secret_value() if self.api_key else None,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-            )
-        return self._engine
+        """The backend for these settings, shared with every adapter that loads the same."""
+        return self._backend()
 
     def _build_request(
         self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
     ) -> GenerationRequest:
-        tools = normalize_tools([_openai_tool(tool) for tool in kwargs.get("tools") or ()])
-        parallel = bool(kwargs.get("parallel_tool_calls", True))
-        choice = resolve_tool_choice(kwargs.get("tool_choice"), tools, parallel=parallel)
-        sampling = {key: kwargs.get(key, getattr(self, key)) for key in _SAMPLING_KEYS}
-        sampling["stop"] = tuple(sampling["stop"] or ())
-        return build_request(
-            [_to_message(message) for message in messages],
-            tools,
-            tool_choice=choice,
-            sampling=SamplingParams(**sampling),
-            system_template=self.system_template,
-            constrained=self.constrained_decoding,
-        )
+        """Map LlamaIndex messages and call arguments to a core request, before model work.
+
+        LlamaIndex's own ``tool_required`` and ``allow_parallel_tool_calls`` are understood
+        when passed straight to ``chat``; ``verbose`` is dropped; anything else unknown raises.
+        """
+        options = dict(kwargs)
+        options.pop("verbose", None)
+        tools = normalize_tools([_openai_tool(tool) for tool in options.pop("tools", None) or ()])
+        parallel = options.pop("allow_parallel_tool_calls", True)
+        parallel = bool(options.pop("parallel_tool_calls", parallel))
+        choice = options.pop("tool_choice", None)
+        if options.pop("tool_required", False) and choice is None:
+            choice = "required"
+        converted = [_to_message(message) for message in messages]
+        return self._core_request(converted, tools, choice, parallel=parallel, options=options)
 
     def _responses(
         self,
@@ -368,11 +303,13 @@ class ToolACELLM(FunctionCallingLLM):
         cancel: threading.Event | None = None,
     ) -> Iterator[ChatResponse]:
         """The one generation path: chat events mapped to cumulative ``ChatResponse`` records."""
+        require_messages(messages)
         request = self._build_request(messages, kwargs)
         text = ""
         for event in stream_chat(self._load(), request, cancel):
             text += event.content
-            yield _chat_response(event, text)
+            response = _chat_response(event, text)
+            yield response if event.result is None else _with_cache_usage(response, event.result)
 
     def _stream(
         self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
@@ -496,3 +433,10 @@ def _chat_response(event: ChatEvent, text: str) -> ChatResponse:
     )
 
 
+def _with_cache_usage(response: ChatResponse, result: ChatTurn) -> ChatResponse:
+    """Prompt tokens served from the prefix cache, in OpenAI's ``usage`` shape and as a count."""
+    if isinstance(response.raw, dict) and isinstance(response.raw.get("usage"), dict):
+        details = {"cached_tokens": result.cached_prompt_tokens}
+        response.raw["usage"]["prompt_tokens_details"] = details
+    response.additional_kwargs["cached_tokens"] = result.cached_prompt_tokens
+    return response

@@ -12,7 +12,9 @@ Notes:
     source order). Text after the closing ``]`` or fence becomes ``content``. Text starting
     with ``[`` or a fence is a call attempt: a failure there is an :class:`InvalidCall`, never
     silent text. Bounds: 1,000,000 characters, 1000 calls, 100 bracket levels, ints of 1024
-    bits; beyond them the call is invalid.
+    bits; beyond them the call is invalid. Schema checks share a time budget
+    (:data:`~toolace_integrations.validation.VALIDATION_BUDGET_S`) and patterns run in linear
+    time (see :mod:`~toolace_integrations.validation`); a call not checked in time is invalid.
 """
 
 from __future__ import annotations
@@ -31,11 +33,18 @@ from typing import Any
 from uuid import uuid4
 
 import jsonschema
-from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
 
-from toolace_integrations.errors import ToolSpecError
+from toolace_integrations.errors import CallFormatError, ToolSpecError
 from toolace_integrations.schema import is_argument_name, to_json_schema
 from toolace_integrations.tools import FunctionSpec, is_expressible_name, normalize_tools
+from toolace_integrations.validation import (
+    BoundedValidator,
+    ValidationTimeout,
+    check_patterns,
+    first_error,
+    validation_budget,
+)
 
 MAX_INPUT_CHARS = 1_000_000
 """Longer outputs are not parsed (one :class:`InvalidCall` if they look like calls)."""
@@ -117,6 +126,7 @@ def looks_like_call_start(text: str) -> bool:
     )
 
 
+@validation_budget()
 def parse_tool_calls(
     text: str,
     tools: Sequence[Mapping[str, Any] | FunctionSpec] | None = None,
@@ -167,44 +177,63 @@ def parse_tool_calls(
 def format_tool_calls(calls: Sequence[ToolCall] | Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     """Write calls in ToolACE's syntax, ``[f(a=1, b="x"), g()]``; the inverse of parsing.
 
+    Values are bounded as the parser bounds them: 100 levels deep, ints of 1024 bits.
+
     Raises:
-        ValueError: a name or argument name the syntax cannot spell, a non-string dict key, or
-            a non-finite float.
-        TypeError: a value that is not JSON-like (str, int, float, bool, None, list, dict).
+        CallFormatError: a name or argument name the syntax cannot spell, or a value that is
+            not JSON-like (str, finite number, bool, None, list, dict with string keys) or is
+            beyond those bounds. It is a ``ValueError`` and a ``TypeError``.
     """
     parts = []
     for call in calls:
         name, arguments = (call.name, call.arguments) if isinstance(call, ToolCall) else call
         if not is_expressible_name(name):
-            raise ValueError(f"Tool name {name!r} cannot be written in ToolACE's call syntax.")
+            raise CallFormatError(f"Tool name {name!r} cannot be written in ToolACE's call syntax.")
         for key in arguments:
             if not is_argument_name(key):
-                raise ValueError(f"Argument name {key!r} of {name!r} is not a Python identifier.")
-        rendered = ", ".join(f"{key}={_format_value(value)}" for key, value in arguments.items())
+                raise CallFormatError(
+                    f"Argument name {key!r} of {name!r} is not a Python identifier."
+                )
+        try:
+            rendered = ", ".join(
+                f"{key}={_format_value(value)}" for key, value in arguments.items()
+            )
+        except CallFormatError as error:
+            raise CallFormatError(
+                f"The call {name!r} cannot be written in ToolACE's call syntax: {error}. Pass "
+                "JSON-like arguments (str, finite numbers, bool, None, lists, dicts with string "
+                f"keys), at most {_MAX_DEPTH} levels deep, ints of at most {_MAX_INT_BITS} bits."
+            ) from None
         parts.append(f"{name}({rendered})")
     return f"[{', '.join(parts)}]"
 
 
-def _format_value(value: Any) -> str:
+def _format_value(value: Any, depth: int = 0) -> str:
+    if depth > _MAX_DEPTH:
+        raise CallFormatError(f"a value is nested over {_MAX_DEPTH} levels deep")
     if value is None or isinstance(value, bool):
         return repr(value)
     if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise CallFormatError(f"an integer of {value.bit_length()} bits is too large")
         return int.__repr__(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{value!r} has no literal in ToolACE's call syntax.")
+            raise CallFormatError(f"{value!r} is not a finite number")
         return float.__repr__(value)
     if isinstance(value, str):  # JSON escapes are Python escapes; lone surrogates need \u
         quoted = json.dumps(value, ensure_ascii=False)
         return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_format_value(item) for item in value) + "]"
+        return "[" + ", ".join(_format_value(item, depth + 1) for item in value) + "]"
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
-            raise ValueError(f"Dict keys must be strings: {list(value)!r}.")
-        items = (f"{_format_value(key)}: {_format_value(item)}" for key, item in value.items())
+            raise CallFormatError(f"dict keys must be strings, got {list(value)!r}"[:200])
+        items = (
+            f"{_format_value(key)}: {_format_value(item, depth + 1)}" for key, item in value.items()
+        )
         return "{" + ", ".join(items) + "}"
-    raise TypeError(f"Cannot write a {type(value).__name__} value as a call argument.")
+    raise CallFormatError(f"a {type(value).__name__} value is not JSON-like")
 
 
 def _index(tools: Sequence[Mapping[str, Any] | FunctionSpec]) -> dict[str, FunctionSpec]:
@@ -356,7 +385,12 @@ def _parse_call(segment: str, specs: dict[str, FunctionSpec] | None) -> ToolCall
         arguments = dict(zip(parameters, positional, strict=False)) | arguments
     if spec is not None:
         schema_key = json.dumps(spec.parameters, sort_keys=True, default=str)
-        if (violation := best_match(_validator(schema_key).iter_errors(arguments))) is not None:
+        try:
+            violation = first_error(_validator(schema_key), arguments)
+        except ValidationTimeout as timeout:
+            message = f"arguments not checked against the schema of {name!r}: {timeout}"
+            raise _Reject(message, name, late=True) from None
+        if violation is not None:
             message = f"arguments do not match the schema of {name!r}: at {violation.json_path}: "
             raise _Reject(message + violation.message, name, late=True)
     return ToolCall(name, arguments)
@@ -418,11 +452,12 @@ def _checked_number(value: object) -> int | float:
 
 
 @lru_cache(maxsize=512)
-def _validator(schema_key: str) -> jsonschema.Draft202012Validator:
+def _validator(schema_key: str) -> Validator:
     schema = to_json_schema(json.loads(schema_key))
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:
         message = f"A tool's parameters are not a valid JSON schema: {error.message}"
         raise ToolSpecError(message) from error
-    return jsonschema.Draft202012Validator(schema)
+    check_patterns(schema)
+    return BoundedValidator(schema)

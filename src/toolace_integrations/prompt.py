@@ -19,6 +19,7 @@ Sources:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +40,8 @@ DEFAULT_SYSTEM_TEMPLATE = (
     "\n{functions}\n\n"
 )
 """The model card's system prompt; ``{functions}`` is replaced by the JSON tool list."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 TOOLACE_CHAT_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -115,7 +118,9 @@ def render_messages(
     ToolACE's chat template trims them.
 
     Raises:
-        PromptError: a tool result answers no earlier call and carries no tool name.
+        PromptError: a tool result answers no earlier call and carries no tool name, or a text
+            holds a lone surrogate (not valid Unicode, so no tokenizer can encode it).
+        CallFormatError: a past call's arguments cannot be written in the call syntax.
     """
     system_parts = [system_prompt(tools, system_template)] if tools else []
     system_parts += [m.content for m in messages if m.role == "system"]
@@ -141,7 +146,21 @@ def render_messages(
             rendered.append({"role": message.role, "content": message.content.strip()})
     if pending_results:
         rendered.append(_tool_results_turn(pending_results))
+    _refuse_surrogates(rendered, bool(tools))
     return rendered
+
+
+def _refuse_surrogates(rendered: Sequence[Mapping[str, str]], tools: bool) -> None:
+    for index, message in enumerate(rendered):
+        if (found := _SURROGATE.search(message["content"])) is not None:
+            bound = tools and message["role"] == "system"
+            source = " (from your system messages or the bound tools)" if bound else ""
+            raise PromptError(
+                f"The {message['role']} text of rendered message {index}{source} holds a lone "
+                f"surrogate {found.group()!r} at character {found.start()}: it is not valid "
+                "Unicode and cannot be tokenized. Fix the text where it was decoded (e.g. "
+                "bytes.decode(errors='replace'))."
+            )
 
 
 def _tool_result(message: Message, call_names: Mapping[str, str]) -> dict[str, Any]:
@@ -154,13 +173,16 @@ def _tool_result(message: Message, call_names: Mapping[str, str]) -> dict[str, A
         )
     try:
         result: Any = json.loads(message.content)
-    except (json.JSONDecodeError, TypeError):
+    except (json.JSONDecodeError, TypeError, RecursionError):  # too deep: sent as text
         result = message.content
     return {"name": name, "results": result}
 
 
 def _tool_results_turn(results: list[dict[str, Any]]) -> dict[str, str]:
-    return {"role": TOOL_RESULT_ROLE, "content": json.dumps(results, ensure_ascii=False)}
+    r"""One ``ipython`` turn; lone surrogates in results keep their JSON escape (``\ud800``)."""
+    text = json.dumps(results, ensure_ascii=False)
+    escaped = _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return {"role": TOOL_RESULT_ROLE, "content": escaped}
 
 
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")

@@ -239,8 +239,8 @@ def test_model_that_cannot_be_loaded_says_how_to_load_it(
         _run(_missing_model_calls(str(folder))[entry])
     message = str(caught.value)
     assert repr(str(folder)) in message
-    assert "HF_HUB_OFFLINE=1" in message and "folder path as `model=`" in message
-    assert isinstance(caught.value, OSError) and caught.value.__cause__ is not None
+    assert "HF_HUB_OFFLINE=1" in message
+    assert isinstance(caught.value, OSError)
 
 
 def test_corrupt_weights_raise_model_load_error(tiny_model_path: str, tmp_path: Path) -> None:

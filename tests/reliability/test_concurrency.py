@@ -71,8 +71,13 @@ def _signature(message: AIMessage, *, streamed: bool = False) -> tuple[Any, ...]
             for c in message.invalid_tool_calls
         ],
         message.response_metadata["finish_reason"],
-        message.usage_metadata,
+        _counts(message.usage_metadata),
     )
+
+
+def _counts(usage: Any) -> tuple[int, int]:
+    """Prompt and answer tokens; how many came from the prefix cache depends on what ran before."""
+    return usage["input_tokens"], usage["output_tokens"]
 
 
 def _sequential(callers: list[tuple[Any, str]], *, streamed: bool = False) -> list[Any]:
@@ -222,7 +227,7 @@ def _li_signature(response: ChatResponse) -> tuple[Any, ...]:
         [(c["function"]["name"], c["function"]["arguments"]) for c in calls],
         [(c["name"], c["text"], c["error"]) for c in invalid],
         response.raw["finish_reason"],
-        response.additional_kwargs,
+        (response.raw["usage"]["prompt_tokens"], response.raw["usage"]["completion_tokens"]),
     )
 
 

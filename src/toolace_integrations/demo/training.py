@@ -1,0 +1,224 @@
+"""Training the tiny demo model, and the folder it is cached in.
+
+:func:`train_demo_model` fine-tunes a tiny checkpoint from
+:func:`~toolace_integrations.testing.make_tiny_toolace` on synthetic conversations over the demo
+tools, tokenized by the same :class:`~toolace_integrations.encoding.PromptEncoder` that encodes
+prompts at inference, with the tools rendered every way the frameworks wrap them. Training is
+seeded and runs on one CPU thread; weights still differ across machines (kernels), so nothing
+may depend on how well the result answers: :mod:`~toolace_integrations.demo.evaluation` measures it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from toolace_integrations.demo.dialogs import sample_conversation, sample_dialog, tool_renderings
+from toolace_integrations.prompt import Message, render_messages
+from toolace_integrations.tools import FunctionSpec
+
+DEMO_MODEL_VERSION = "demo-model-v2"
+
+def default_demo_model_dir() -> Path:
+    """Where the demo model is cached: ``$TOOLACE_CACHE``, else the user's cache folder."""
+    root = os.environ.get("TOOLACE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "toolace-integrations"
+    )
+    return Path(root) / DEMO_MODEL_VERSION
+
+
+Progress = Callable[[int, int, float], None]
+"""Called after each training step with ``(step, total_steps, loss)``."""
+
+
+def ensure_demo_model(path: str | Path | None = None, *, progress: Progress | None = None) -> str:
+    """The cached demo model, trained (a few minutes on 2 CPU cores) on first use.
+
+    Training writes to a sibling folder that is renamed into place when done, so an interrupted
+    run leaves no half-written model behind.
+    """
+    folder = Path(path) if path is not None else default_demo_model_dir()
+    if (folder / _MARKER).is_file():
+        return str(folder)
+    scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    train_demo_model(scratch, progress=progress)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(scratch, folder)
+    return str(folder)
+
+
+def train_demo_model(
+    path: str | Path,
+    *,
+    steps: int = 500,
+    copy_steps: int = 150,
+    seed: int = 0,
+    hidden: int = 128,
+    layers: int = 2,
+    progress: Progress | None = None,
+) -> str:
+    """Write a tiny checkpoint to ``path`` and teach it the demo tools on synthetic dialogs.
+
+    Three phases share one optimizer: ``copy_steps`` on repeated random token spans (this grows
+    the attention heads that copy text), then ``steps`` on single dialogs without the system
+    prompt (the first 60%: short, so attention to the question learns fast), then on
+    conversations of up to three questions rendered exactly as inference renders them, with
+    one of the :func:`tool_renderings` in the system prompt. Loss is on assistant tokens only.
+    Runs on one CPU thread, whatever the machine has.
+
+    Args:
+        path: Folder to write (created; a model there is overwritten).
+        steps: Dialog steps of 16 dialogs each.
+        copy_steps: Copy-task steps before the dialogs.
+        seed: Seeds weights and data: equal arguments give equal weights on one machine.
+        hidden: Hidden size.
+        layers: Decoder layers.
+        progress: Called after each step with ``(step, total_steps, loss)``.
+
+    Returns:
+        The folder, loadable by ``from_pretrained`` or ``ChatToolACE(model=...)``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic, and fastest on a small shared machine
+    try:
+        return _train(Path(path), steps, copy_steps, seed, hidden, layers, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+_MARKER = "demo-model.json"
+_BATCH, _SPAN, _LR, _WARMUP, _SHORT_SHARE = 16, 24, 3e-3, 20, 0.6
+
+
+def _train(folder: Path, steps: int, copy_steps: int, seed: int, hidden: int, layers: int,
+           progress: Progress | None) -> str:  # fmt: skip
+    import torch
+    from transformers import AutoConfig, DynamicCache, GenerationConfig, LlamaForCausalLM
+
+    from toolace_integrations.encoding import PromptEncoder, load_tokenizer
+    from toolace_integrations.testing import LLAMA3_SPECIAL_TOKENS, make_tiny_toolace
+
+    started = time.perf_counter()
+    make_tiny_toolace(folder, layers=layers, hidden=hidden, seed=seed)
+    encoder = DialogEncoder(PromptEncoder(load_tokenizer(str(folder))))
+    config = AutoConfig.from_pretrained(folder)
+    config.initializer_range = 0.02  # the checkpoint's wide random init trains poorly
+    config.num_key_value_heads = config.num_attention_heads  # shared key/value heads learn slower
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig.from_pretrained(folder)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, betas=(0.9, 0.98), weight_decay=0)
+    rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+    renderings = tool_renderings()
+    low, total = len(LLAMA3_SPECIAL_TOKENS), copy_steps + steps
+
+    def copy_loss(rows: int) -> Any:
+        span = torch.randint(low, config.vocab_size, (rows, _SPAN), generator=generator)
+        ids = torch.cat([span, span], dim=1)
+        return _loss(model, ids, torch.cat([torch.full_like(span, -100), span], dim=1))
+
+    objective: Any
+    for step in range(total):
+        if step < copy_steps:
+            rate, loss = min(1.0, (step + 1) / _WARMUP), copy_loss(2 * _BATCH)
+            objective = loss
+        else:
+            dialog_step = step - copy_steps
+            rate = min(1.0, (dialog_step + 1) / _WARMUP)
+            rate *= 0.5 * (1 + math.cos(math.pi * dialog_step / steps))
+            if dialog_step < _SHORT_SHARE * steps:
+                batch, tools = [sample_dialog(rng) for _ in range(_BATCH)], []
+            else:
+                batch = [sample_conversation(rng) for _ in range(_BATCH)]
+                tools = rng.choice(renderings)
+            loss = _dialog_loss(model, DynamicCache, encoder, batch, tools)
+            objective = loss + copy_loss(_BATCH)  # keeps the copying heads while dialogs train
+        objective.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = _LR * rate
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        if progress is not None:
+            progress(step + 1, total, loss.item())
+    model.save_pretrained(folder)
+    record = {"steps": steps, "copy_steps": copy_steps, "seed": seed, "final_loss": loss.item()}
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    (folder / _MARKER).write_text(json.dumps(record, indent=2) + "\n")
+    return str(folder)
+
+
+class DialogEncoder:
+    """Token ids and loss labels of dialogs, exactly as prompts are encoded at inference."""
+
+    def __init__(self, prompts: Any) -> None:
+        self.prompts = prompts
+        self.eot = int(prompts.tokenizer.convert_tokens_to_ids("<|eot_id|>"))
+
+    def encode(
+        self, dialog: Sequence[Message], tools: Sequence[FunctionSpec]
+    ) -> tuple[list[int], list[int]]:
+        """Ids and labels (-100 outside assistant turns) of a dialog, rendered for inference."""
+        ids: list[int] = []
+        labels: list[int] = []
+        for index, message in enumerate(dialog):
+            if message.role != "assistant":
+                continue
+            prompt = self.prompts.encode(render_messages(dialog[:index], tools))
+            if prompt[: len(ids)] != ids:
+                raise AssertionError("a later prompt does not extend the earlier turns")
+            content = render_messages(dialog[: index + 1], tools)[-1]["content"]
+            answer = self.prompts.tokenize(content, split_special=True)
+            labels += [-100] * (len(prompt) - len(ids)) + answer + [self.eot]
+            ids = prompt + answer + [self.eot]
+        return ids, labels
+
+
+def _dialog_loss(
+    model: Any,
+    cache_type: Any,
+    encoder: DialogEncoder,
+    batch: list[list[Message]],
+    tools: Sequence[FunctionSpec],
+) -> Any:
+    """Loss of a batch; the shared prompt prefix is run once and its cache broadcast."""
+    import torch
+
+    rows = [encoder.encode(dialog, tools) for dialog in batch]
+    first = rows[0][0]
+    shared = min(len(ids) for ids, _ in rows) - 1
+    shared = next((i for i in range(shared) if any(ids[i] != first[i] for ids, _ in rows)), shared)
+    width = max(len(ids) for ids, _ in rows) - shared
+    ids = torch.tensor([r[shared:] + [0] * (width - len(r) + shared) for r, _ in rows])
+    labels = torch.tensor([r[shared:] + [-100] * (width - len(r) + shared) for _, r in rows])
+    prefix = model.model(input_ids=torch.tensor([first[:shared]]), use_cache=True)
+    size = (len(rows), -1, -1, -1)
+    broadcast = [
+        (layer.keys.expand(size), layer.values.expand(size)) for layer in prefix.cache.layers
+    ]
+    cache = cache_type(ddp_cache_data=broadcast, config=model.config)
+    return _loss(model, ids, labels, cache=cache)
+
+
+def _loss(model: Any, ids: Any, labels: Any, cache: Any = None) -> Any:
+    """Next-token cross-entropy on labelled positions; the LM head runs only where needed."""
+    import torch
+
+    hidden = model.model(input_ids=ids, cache=cache).last_hidden_state
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logits = model.lm_head(hidden[:, :-1][mask])
+    return torch.nn.functional.cross_entropy(logits, targets[mask])
+
+
