@@ -74,9 +74,12 @@ _CORPUS = (
 
 
 def cache_dir() -> Path:
-    """Per-machine cache folder: ``TOOLACE_CACHE_DIR``, else ``~/.cache/toolace-integrations``."""
-    configured = os.environ.get("TOOLACE_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "toolace-integrations"
+    """Per-machine cache folder, the demo model's: ``$TOOLACE_CACHE``, else the user's cache."""
+    configured = os.environ.get("TOOLACE_CACHE")
+    if configured:
+        return Path(configured)
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(root) / "toolace-integrations"
 
 
 def llama3_tiktoken_file() -> Path:
