@@ -186,7 +186,9 @@ async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
     Cancelling the awaiting task stops generation once every caller in its batch has gone.
     """
     cancel = threading.Event()
-    future = _coalescer(backend).submit(request, cancel)
+    # A backend with its own ``submit`` (a server) schedules requests itself: no client batch.
+    submit = getattr(backend, "submit", None) or _coalescer(backend).submit
+    future: Future[GenerationResult] = submit(request, cancel)
     done = asyncio.wrap_future(future)
     try:
         result = await asyncio.shield(done)

@@ -1,36 +1,38 @@
-"""ToolACE on an OpenAI-compatible server (vLLM): our prompt text in, completion text out.
+"""ToolACE on an OpenAI-compatible server (vLLM): our prompt token ids in, completion text out.
 
-:class:`RemoteBackend` renders the conversation locally with the checkpoint's own tokenizer and
-chat template (only the tokenizer is loaded, never the weights), sends that text to the server's
-``/v1/completions`` endpoint and hands the answer back to the same parser the local engine uses.
-Prompt rendering and call parsing therefore never depend on the server's chat template or tool
-parser. With ``tool_choice`` set, the tool-call grammar travels as vLLM's structured-outputs
-grammar (xgrammar's EBNF), so the server constrains decoding the way the local engine does.
+:class:`RemoteBackend` renders and encodes the conversation locally with the checkpoint's own
+tokenizer and chat template (only the tokenizer is loaded, never the weights, and torch is never
+imported), sends the token ids to the server's ``/v1/completions`` endpoint and hands the answer
+back to the same parser the local engine uses. The ids come from the
+:class:`~toolace_integrations.encoding.PromptEncoder` the local engine uses, so both backends see
+identical prompts and text in message content never becomes a control token on the server. With
+a grammar, the tool-call grammar travels as vLLM's ``structured_outputs`` (xgrammar's EBNF), and
+the answer is checked against the grammar's shape, so a server that ignores it cannot pass off
+unconstrained text as a forced call.
 
 Notes:
-    The server tokenizes the text, so text inside message content that spells a special token
-    (``<|eot_id|>``) becomes that control token, as with vLLM's own chat endpoint; the local engine
-    keeps it plain text. vLLM ignores request fields it does not know, so a ``grammar_param`` the
-    server does not support fails open (unconstrained output, still parsed strictly); servers that
-    reject unknown fields (``transformers serve``) need ``grammar_param="none"``.
+    ``OPENAI_API_KEY`` (or ``TOOLACE_API_KEY``) from the environment is sent as a bearer token to
+    ``base_url``, as OpenAI clients do; over plain ``http://`` to a host other than this machine
+    the key travels unencrypted, and a :class:`InsecureKeyWarning` says so.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache, partial
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Literal
 
 import httpx
 
 from toolace_integrations.encoding import PromptEncoder, load_tokenizer
-from toolace_integrations.errors import PromptTooLongError, ToolACEError
+from toolace_integrations.errors import PromptTooLongError
 from toolace_integrations.generation import (
     FinishReason,
     GenerationRequest,
@@ -39,40 +41,37 @@ from toolace_integrations.generation import (
     StreamEvent,
 )
 from toolace_integrations.grammar import tool_call_grammar
+from toolace_integrations.remote_answer import (
+    MALFORMED_ADVICE,
+    Answer,
+    GrammarNotEnforcedError,
+    InsecureKeyWarning,
+    MalformedAnswer,
+    RemoteConfigError,
+    RemoteError,
+    check_grammar,
+    read_completion,
+    sent_in_clear,
+)
+from toolace_integrations.remote_batching import RequestGatherer
 
-__all__ = ["GrammarParam", "RemoteBackend", "RemoteError"]
+__all__ = [
+    "GrammarNotEnforcedError",
+    "GrammarParam",
+    "InsecureKeyWarning",
+    "RemoteBackend",
+    "RemoteConfigError",
+    "RemoteError",
+]
 
 logger = logging.getLogger(__name__)
 
-GrammarParam = Literal["structured_outputs", "guided_grammar", "none"]
-_RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-class RemoteError(ToolACEError, RuntimeError):
-    """The server could not be reached or answered with an error.
-
-    Attributes:
-        url: The endpoint called.
-        status: The HTTP status, or ``None`` when no answer came (connection error, timeout).
-        body: The server's answer (or the transport error's text), for the log.
-    """
-
-    def __init__(self, url: str, status: int | None, body: str, attempts: int = 1) -> None:
-        self.url, self.status, self.body = url, status, body
-        what = f"answered HTTP {status}" if status is not None else "could not be reached"
-        advice = (
-            "Check that the server runs and base_url ends in /v1 (e.g. http://host:8000/v1)."
-            if status is None or status >= 500 or status == 429
-            else "Check `model` (the served model name) and, for servers without structured "
-            "outputs, set grammar_param='none'."
-        )
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        super().__init__(f"{url} {what}{tries}: {body[:1000]} {advice}")
+GrammarParam = Literal["structured_outputs", "none"]
 
 
 @lru_cache(maxsize=8)
-def _tokenizer(name: str, revision: str | None) -> Any:
-    return load_tokenizer(name, revision)
+def _encoder(name: str, revision: str | None) -> PromptEncoder:
+    return PromptEncoder(load_tokenizer(name, revision))
 
 
 class RemoteBackend:
@@ -89,15 +88,21 @@ class RemoteBackend:
         revision: Tokenizer revision; ``None`` is the default branch.
         api_key: Bearer token; ``None`` reads ``TOOLACE_API_KEY``, then ``OPENAI_API_KEY``.
         timeout: Seconds to wait to connect, for an answer, or for the next streamed chunk.
-        max_retries: Retries after a connection error, timeout, 429 or 5xx, before any output.
+        max_retries: Retries after a connection error, timeout, 429, 5xx or malformed answer,
+            while no output has been shown.
         backoff: Seconds before the first retry; doubles on each later one.
-        grammar_param: How the tool-call grammar is sent: ``structured_outputs`` (vLLM >= 0.10.2;
-            the only form since 0.12), ``guided_grammar`` (older vLLM) or ``none``.
+        grammar_param: ``structured_outputs`` sends the tool-call grammar as vLLM's
+            ``structured_outputs: {"grammar": ...}`` (vLLM >= 0.10.2); ``none`` sends none, and
+            a forced call the server did not keep raises :class:`GrammarNotEnforcedError`.
         batch_prompts: Send a batch's prompts with equal settings as one request (a list
             ``prompt``); on a 400/422 answer it falls back to one request per prompt.
-        max_concurrency: Requests in flight at once for a batch sent prompt by prompt.
+        max_concurrency: Requests in flight at once, for concurrent async calls and for a
+            batch sent prompt by prompt.
         context_window: The server's ``--max-model-len``; 0 asks ``/models`` (vLLM reports it).
         extra_body: More fields for every request body, e.g. ``{"top_k": 20}``.
+
+    Raises:
+        RemoteConfigError: an unknown ``grammar_param`` (``guided_grammar``, which vLLM ignores).
 
     Example:
         >>> backend = RemoteBackend("http://localhost:8000/v1", "Team-ACE/ToolACE-8B")
@@ -122,6 +127,12 @@ class RemoteBackend:
         context_window: int = 0,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
+        if grammar_param not in ("structured_outputs", "none"):
+            raise RemoteConfigError(
+                f"grammar_param={grammar_param!r} is not supported; use 'structured_outputs' "
+                "(vLLM >= 0.10.2) or 'none'. vLLM ignores 'guided_grammar' silently, so it would "
+                "give unconstrained output."
+            )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.tokenizer_name = tokenizer or model
@@ -129,6 +140,14 @@ class RemoteBackend:
         self.api_key = (
             api_key or os.environ.get("TOOLACE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         )
+        if self.api_key and sent_in_clear(self.base_url):
+            warnings.warn(
+                f"The API key will be sent unencrypted to {self.base_url}: use https:// or a "
+                "server on this machine, or unset TOOLACE_API_KEY/OPENAI_API_KEY if the server "
+                "needs no key.",
+                InsecureKeyWarning,
+                stacklevel=2,
+            )
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self.max_retries, self.backoff = max_retries, backoff
         self.grammar_param: GrammarParam = grammar_param
@@ -136,7 +155,8 @@ class RemoteBackend:
         self.extra_body = dict(extra_body or {})
         self._context_window = context_window or None
         self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
+        self._gatherer: RequestGatherer | None = None
+        self._lock, self._pid = threading.Lock(), os.getpid()
 
     @property
     def model_name(self) -> str:
@@ -150,16 +170,20 @@ class RemoteBackend:
             try:
                 response = self._http().get(f"{self.base_url}/models", headers=self._headers())
                 cards = response.raise_for_status().json().get("data", [])
-            except (httpx.HTTPError, ValueError) as error:
+                lengths = [c.get("max_model_len") for c in cards if c.get("id") == self.model]
+            except (httpx.HTTPError, ValueError, AttributeError, TypeError) as error:
                 logger.info("Could not read the context length from %s: %s", self.base_url, error)
                 return 0
-            lengths = [c.get("max_model_len") for c in cards if c.get("id") == self.model]
             self._context_window = int(lengths[0] or 0) if lengths else 0
         return self._context_window
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The prompt the chat template renders; the same text the local engine renders."""
-        return PromptEncoder(self._tok()).prompt_text(messages)
+        return self._encoder().prompt_text(messages)
+
+    def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """The prompt token ids sent to the server; the ids the local engine generates from."""
+        return self._encoder().encode(messages)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -167,31 +191,33 @@ class RemoteBackend:
         """Yield text deltas as the server streams them; the last event carries the result.
 
         Setting ``cancel`` or closing the iterator closes the connection, which makes vLLM
-        abort the request; it is noticed when the next chunk arrives.
+        abort the request; it is noticed when the next chunk arrives. A fault before the first
+        delta is retried; after it, it raises :class:`RemoteError`.
         """
-        (prompt,), body = self._body([request], stream=True)
-        answer = _Answer(request.sampling.stop)
-        response = self._send(body)
-        try:
-            for line in response.iter_lines():
-                if cancel is not None and cancel.is_set():
-                    break
-                delta = answer.feed_line(line, response.url)
-                if delta:
-                    yield StreamEvent(delta)
-                if answer.done:
-                    break
-        finally:
-            response.close()
-        yield StreamEvent(answer.flush(), self._result(answer, prompt))
+        return self._events(request, cancel, live=True)
 
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> GenerationResult:
         """Generate to the end (or until ``cancel`` is set) and return the result."""
-        *_, last = self.stream(request, cancel)
+        *_, last = self._events(request, cancel, live=False)
         assert last.result is not None
         return last.result
+
+    def submit(
+        self, request: GenerationRequest, cancel: threading.Event
+    ) -> Future[GenerationResult]:
+        """Start generating in the background; concurrent async calls (``arun_chat``) use this.
+
+        Calls arriving together are sent together (see
+        :class:`~toolace_integrations.remote_batching.RequestGatherer`), and no batch waits for
+        another: the server's scheduler, not the client, decides what runs together.
+        """
+        with self._mine():
+            if self._gatherer is None:
+                self._gatherer = RequestGatherer(self.generate_batch, self.max_concurrency)
+            gatherer = self._gatherer
+        return gatherer.submit(request, cancel)
 
     def generate_batch(
         self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
@@ -218,17 +244,21 @@ class RemoteBackend:
                 single += indices
                 continue
             results.update(zip(indices, batch, strict=True))
-        if single:
+        if len(single) == 1:
+            results[single[0]] = self.generate(requests[single[0]], cancel)
+        elif single:
             with ThreadPoolExecutor(max(1, min(self.max_concurrency, len(single)))) as pool:
-                generate = partial(self.generate, cancel=cancel)
-                done = pool.map(generate, [requests[i] for i in single])
+                done = pool.map(lambda r: self.generate(r, cancel), [requests[i] for i in single])
                 results.update(zip(single, done, strict=True))
         return [results[i] for i in range(len(requests))]
 
     def close(self) -> None:
-        """Close pooled connections; the backend reopens them when used again."""
-        with self._lock:
+        """Close pooled connections and threads; the backend reopens them when used again."""
+        with self._mine():
             client, self._client = self._client, None
+            gatherer, self._gatherer = self._gatherer, None
+        if gatherer is not None:
+            gatherer.close()
         if client is not None:
             client.close()
 
@@ -240,30 +270,58 @@ class RemoteBackend:
         """Close pooled connections."""
         self.close()
 
+    def _events(
+        self, request: GenerationRequest, cancel: threading.Event | None, *, live: bool
+    ) -> Iterator[StreamEvent]:
+        """One streamed completion with retries; ``live`` yields deltas as they come."""
+        (ids,), body = self._body([request], stream=True)
+        cancelled = cancel.is_set if cancel is not None else None
+        attempt = 0
+        while True:
+            answer, shown = Answer(request.sampling.stop), False
+            try:
+                with self._open(body, attempt) as response:
+                    for delta in answer.read(response.iter_lines(), cancelled):
+                        if live:
+                            shown = True
+                            yield StreamEvent(delta)
+                break
+            except RemoteError as failure:
+                if shown or not self._retryable(failure, attempt):
+                    raise
+            attempt += 1
+        result = self._result(answer, ids)
+        if cancel is None or not cancel.is_set():  # a cancelled answer is cut anywhere
+            self._check_grammar(request, result)
+        yield StreamEvent(answer.flush() if live else answer.text, result)
+
     def _complete_list(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         prompts, body = self._body(requests, stream=False)
-        response = self._send(body)
-        response.read()
-        choices = sorted(response.json().get("choices", []), key=lambda c: c.get("index", 0))
-        if len(choices) != len(requests):
-            raise RemoteError(str(response.url), response.status_code, response.text)
-        results = []
-        for choice, prompt in zip(choices, prompts, strict=True):
-            answer = _Answer(requests[0].sampling.stop)
-            answer.feed({"choices": [choice]})
-            answer.flush()
-            results.append(self._result(answer, prompt))
+        attempt = 0
+        while True:
+            answers = [Answer(requests[0].sampling.stop) for _ in requests]
+            try:
+                with self._open(body, attempt) as response:
+                    read_completion(response.read().decode("utf-8", "replace"), answers)
+                break
+            except RemoteError as failure:
+                if not self._retryable(failure, attempt):
+                    raise
+            attempt += 1
+        results = [self._result(answer, ids) for answer, ids in zip(answers, prompts, strict=True)]
+        for request, result in zip(requests, results, strict=True):
+            self._check_grammar(request, result)
         return results
 
     def _body(
         self, requests: Sequence[GenerationRequest], *, stream: bool
-    ) -> tuple[list[str], dict[str, Any]]:
-        """The wire prompt(s) and the request body; ``requests`` share sampling and grammar."""
-        prompts = [self._wire_prompt(r) for r in requests]
+    ) -> tuple[list[list[int]], dict[str, Any]]:
+        """The prompt ids and the request body; ``requests`` share sampling and grammar."""
+        prompts = [self.prompt_ids(r.messages) for r in requests]
         sampling = requests[0].sampling
         max_tokens = sampling.max_new_tokens
         if self.context_window:
-            longest = max(len(self._count(p)) for p in prompts)
+            longest = max(len(p) for p in prompts)
             if longest >= self.context_window:
                 raise PromptTooLongError(longest, self.context_window, max_tokens)
             max_tokens = min(max_tokens, self.context_window - longest)
@@ -282,137 +340,97 @@ class RemoteBackend:
             body["seed"] = sampling.seed
         if stream:
             body["stream_options"] = {"include_usage": True}
+        elif len(prompts) > 1:  # usage sums the prompts; vLLM counts each answer's tokens
+            body["return_token_ids"] = True
         grammar = self._grammar(requests[0])
-        if grammar is not None and self.grammar_param == "structured_outputs":
+        if grammar is not None:
             body["structured_outputs"] = {"grammar": grammar}
-        elif grammar is not None and self.grammar_param == "guided_grammar":
-            body["guided_grammar"] = grammar
         body.update(self.extra_body)
         return prompts, body
-
-    def _wire_prompt(self, request: GenerationRequest) -> str:
-        """The prompt text minus a leading BOS the server's tokenizer adds again by itself."""
-        text = self.prompt_text(request.messages)
-        tokenizer = self._tok()
-        bos = tokenizer.bos_token
-        if bos and text.startswith(bos) and _adds_bos(self.tokenizer_name, self.revision):
-            return text[len(bos) :]
-        return text
 
     def _grammar(self, request: GenerationRequest) -> str | None:
         if request.grammar_choice is None or self.grammar_param == "none":
             return None
         return tool_call_grammar(request.tools, request.grammar_choice)
 
-    def _result(self, answer: _Answer, prompt: str) -> GenerationResult:
+    def _check_grammar(self, request: GenerationRequest, result: GenerationResult) -> None:
+        """Raise when the answer breaks the grammar the request asked the server to keep."""
+        cut = result.finish_reason == "length" or bool(request.sampling.stop)  # maybe mid-call
+        check_grammar(
+            f"{self.base_url}/completions", result.text, request,
+            truncated=cut, grammar_sent=self._grammar(request) is not None,
+        )  # fmt: skip
+
+    def _result(self, answer: Answer, ids: Sequence[int]) -> GenerationResult:
         usage = answer.usage
         prompt_tokens = usage.get("prompt_tokens")
         completion_tokens = usage.get("completion_tokens")
         if not isinstance(prompt_tokens, int):
-            prompt_tokens = len(self._count(prompt))
+            prompt_tokens = len(ids)
         if not isinstance(completion_tokens, int) or answer.stopped:
-            completion_tokens = len(self._count(answer.text, special=False))
+            completion_tokens = len(self._encoder().tokenize(answer.text, split_special=True))
         finish: FinishReason = (
             "length" if answer.finish == "length" and not answer.stopped else "stop"
         )
         return GenerationResult(answer.text, finish, prompt_tokens, completion_tokens)
 
-    def _send(self, body: Mapping[str, Any]) -> httpx.Response:
-        """POST to ``/completions`` with retries; the response is open for streaming."""
+    @contextmanager
+    def _open(self, body: Mapping[str, Any], attempt: int) -> Iterator[httpx.Response]:
+        """POST to ``/completions`` and hold the streamed response open while it is read.
+
+        Raises:
+            RemoteError: an HTTP error status, a transport error (refused, dropped connection,
+                a stall past ``timeout``) or a :class:`MalformedAnswer` read inside the block.
+        """
         url = f"{self.base_url}/completions"
         client = self._http()
-        for attempt in range(self.max_retries + 1):
-            try:
-                request = client.build_request("POST", url, json=body, headers=self._headers())
-                response = client.send(request, stream=True)
-                if response.status_code < 400:
-                    return response
+        try:
+            request = client.build_request("POST", url, json=body, headers=self._headers())
+            response = client.send(request, stream=True)
+        except httpx.RequestError as error:
+            raise RemoteError(url, None, repr(error), attempt + 1) from error
+        try:
+            if response.status_code >= 400:
                 response.read()
-                response.close()
-                failure = RemoteError(url, response.status_code, response.text, attempt + 1)
-            except httpx.TransportError as error:
-                failure = RemoteError(url, None, repr(error), attempt + 1)
-            if not self._retryable(failure, attempt):
-                raise failure
-            time.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
+                raise RemoteError(url, response.status_code, response.text, attempt + 1)
+            yield response
+        except httpx.RequestError as error:
+            raise RemoteError(url, None, repr(error), attempt + 1) from error
+        except MalformedAnswer as error:
+            raise RemoteError(
+                url, response.status_code, str(error), attempt + 1,
+                retryable=True, advice=MALFORMED_ADVICE,
+            ) from error  # fmt: skip
+        finally:
+            response.close()
 
     def _retryable(self, failure: RemoteError, attempt: int) -> bool:
-        retry = failure.status is None or failure.status in _RETRY_STATUS
-        if retry and attempt < self.max_retries:
+        if failure.retryable and attempt < self.max_retries:
             logger.warning("%s; retry %d of %d", failure, attempt + 1, self.max_retries)
+            time.sleep(self.backoff * 2**attempt)
             return True
         return False
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def _mine(self) -> threading.Lock:
+        """The lock guarding the client and threads, all fresh in a forked child process.
+
+        A child (gunicorn ``--preload``, Celery prefork) has none of the parent's threads, and
+        sharing its sockets would mix answers, so it opens its own on first use.
+        """
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.Lock(), os.getpid()
+            self._client, self._gatherer = None, None
+        return self._lock
+
     def _http(self) -> httpx.Client:
-        with self._lock:
+        with self._mine():
             if self._client is None:
-                self._client = httpx.Client(timeout=self.timeout)
+                limits = httpx.Limits(max_connections=max(self.max_concurrency, 10) + 4)
+                self._client = httpx.Client(timeout=self.timeout, limits=limits)
             return self._client
 
-    def _tok(self) -> Any:
-        return _tokenizer(self.tokenizer_name, self.revision)
-
-    def _count(self, text: str, *, special: bool = True) -> list[int]:
-        ids: list[int] = self._tok()(text, add_special_tokens=special)["input_ids"]
-        return ids
-
-
-@lru_cache(maxsize=8)
-def _adds_bos(name: str, revision: str | None) -> bool:
-    tokenizer = _tokenizer(name, revision)
-    bos_id = tokenizer.bos_token_id
-    return bos_id is not None and tokenizer("a")["input_ids"][:1] == [bos_id]
-
-
-class _Answer:
-    """One completion's text as chunks arrive, cut at the first stop string."""
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self.stop = tuple(s for s in stop if s)
-        self.text = ""
-        self.sent = 0
-        self.finish: str | None = None
-        self.usage: dict[str, Any] = {}
-        self.stopped = False
-        self.done = False
-
-    def feed_line(self, line: str, url: Any) -> str:
-        """Take one SSE line; returns the text that may be shown now."""
-        if not line.startswith("data:"):
-            return ""
-        data = line[5:].strip()
-        if data == "[DONE]":
-            self.done = True
-            return ""
-        chunk = json.loads(data)
-        if "error" in chunk:
-            raise RemoteError(str(url), 200, data)
-        return self.feed(chunk)
-
-    def feed(self, chunk: Mapping[str, Any]) -> str:
-        """Take one completion object or stream chunk."""
-        if chunk.get("usage"):
-            self.usage = dict(chunk["usage"])
-        for choice in chunk.get("choices") or ():
-            self.text += choice.get("text") or ""
-            self.finish = choice.get("finish_reason") or self.finish
-        return self._delta(final=False)
-
-    def flush(self) -> str:
-        """The text not yet shown."""
-        return self._delta(final=True)
-
-    def _delta(self, *, final: bool) -> str:
-        cuts = [self.text.find(s) for s in self.stop if s in self.text]
-        if cuts:
-            self.text, self.stopped, self.done, final = self.text[: min(cuts)], True, True, True
-        shown = self.text
-        if not final:
-            held = max((len(s) - 1 for s in self.stop), default=0)
-            shown = shown[: max(self.sent, len(shown) - held)]
-        delta, self.sent = shown[self.sent :], max(self.sent, len(shown))
-        return delta
+    def _encoder(self) -> PromptEncoder:
+        return _encoder(self.tokenizer_name, self.revision)

@@ -162,7 +162,7 @@ class ToolACESettings(BaseModel):
         exclude=True,  # never serialized; a loaded copy reads the environment again
         description="Server API key; read from TOOLACE_API_KEY or OPENAI_API_KEY when unset.",
     )
-    grammar_param: Literal["structured_outputs", "guided_grammar", "none"] | None = Field(
+    grammar_param: Literal["structured_outputs", "none"] | None = Field(
         default=None,
         description="How the server gets the tool-call grammar; None: structured_outputs.",
     )

