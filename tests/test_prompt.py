@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
+import shutil
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field
 from transformers import AutoTokenizer
 
+from bfcl_data import llama31_chat_template
 from toolace_integrations.engine import ModelSpec, load_engine
 from toolace_integrations.parsing import ToolCall
 from toolace_integrations.prompt import (
@@ -138,17 +142,108 @@ def test_result_with_name_but_no_matching_call_uses_the_name() -> None:
     assert rendered == [{"role": "ipython", "content": '[{"name": "calc", "results": 1}]'}]
 
 
-def test_tokenizer_without_llama3_template_gets_the_bundled_one(
-    tiny_model_path: str, tmp_path: object, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("{{ messages[0]['content'] }}", id="non-llama3-template"),
+        pytest.param(llama31_chat_template(), id="official-llama-3.1-template"),
+    ],
+)
+def test_default_layout_is_bfcls_whatever_template_the_checkpoint_ships(
+    tiny_model_path: str, tmp_path: Path, template: str
 ) -> None:
-    import shutil
-    from pathlib import Path
-
-    folder = Path(str(tmp_path)) / "no-template"
+    folder = tmp_path / "other-template"
     shutil.copytree(tiny_model_path, folder)
-    (folder / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
-    with caplog.at_level(logging.WARNING, logger="toolace_integrations.engine"):
-        engine = load_engine(ModelSpec(model=str(folder)))
-    assert "bundled template" in caplog.text
-    text = engine.prompt_text([{"role": "user", "content": "hi"}])
-    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    (folder / "chat_template.jinja").write_text(template)
+    engine = load_engine(ModelSpec(model=str(folder)))
+    rendered = render_messages(
+        [
+            Message("user", "Weather?"),
+            Message("assistant", tool_calls=(ToolCall("get_weather", {"city": "Oslo"}, "c"),)),
+            Message("tool", '{"t": 3}', tool_call_id="c"),
+        ],
+        normalize_tools([WEATHER]),
+    )
+    text = engine.prompt_text(rendered)
+    assert "Cutting Knowledge Date" not in text
+    assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
+    assert text.endswith(
+        '<|start_header_id|>ipython<|end_header_id|>\n\n[{"name": "get_weather", "results": '
+        '{"t": 3}}]<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n'
+    )
+    assert engine.tokenizer.decode(engine.encode(rendered)) == text
+
+
+# --- ToolACE's key order, whatever the framework produced ---------------------------------------
+
+
+class Forecast(BaseModel):
+    """Forecast for a city."""
+
+    city: str = Field(description="City name.")
+    days: int = 3
+    places: list[Place] = Field(default_factory=list)
+
+
+class Place(BaseModel):
+    name: str = Field(description="Name.")
+
+
+def _langchain_tool() -> dict[str, Any]:
+    from langchain_core.tools import tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    @tool
+    def forecast(city: str, days: int = 3) -> str:
+        """Forecast for a city."""
+        return city
+
+    return convert_to_openai_tool(forecast)
+
+
+def _pydantic_tool() -> dict[str, Any]:
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    Forecast.model_rebuild()
+    return convert_to_openai_tool(Forecast)
+
+
+def _llama_index_tool() -> dict[str, Any]:
+    from llama_index.core.tools import FunctionTool
+
+    def forecast(city: str, days: int = 3) -> str:
+        """Forecast for a city."""
+        return city
+
+    metadata = FunctionTool.from_defaults(fn=forecast).metadata
+    return {"type": "function", "function": metadata.to_openai_tool()["function"]}
+
+
+def _key_orders(schema: Any) -> list[list[str]]:
+    """Key lists of every schema inside ``schema`` (properties maps excluded)."""
+    if isinstance(schema, list):
+        return [order for item in schema for order in _key_orders(item)]
+    if not isinstance(schema, dict):
+        return []
+    orders = [list(schema)]
+    for key, value in schema.items():
+        if key in ("properties", "$defs"):
+            orders += [order for sub in value.values() for order in _key_orders(sub)]
+        elif isinstance(value, dict | list):
+            orders += _key_orders(value)
+    return orders
+
+
+@pytest.mark.parametrize(
+    "make", [_langchain_tool, _pydantic_tool, _llama_index_tool], ids=["lc-tool", "pydantic", "li"]
+)
+def test_prompt_tool_json_has_toolaces_key_order(make: Any) -> None:
+    (tool,) = normalize_tools([make()])
+    text = system_prompt([tool])
+    (rendered,) = json.loads(text[text.index("\n[{") : text.rindex("}]") + 2])
+    assert list(rendered) == ["name", "description", "parameters"]
+    assert list(rendered["parameters"])[:3] == ["type", "properties", "required"]
+    assert rendered["parameters"]["type"] == "dict"
+    for order in _key_orders(rendered["parameters"]):
+        if "type" in order:
+            assert order[0] == "type", order

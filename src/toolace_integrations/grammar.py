@@ -14,8 +14,10 @@ Notes:
     Numbers have at most 20 integer and 20 fraction digits, a guard against runaway digits.
     Strings exclude control characters and surrogates (xgrammar would accept UTF-8-encoded
     surrogates); text excludes NUL and surrogates.
-    Recursive ``$ref`` schemas become recursive rules. In ``auto``/``none`` mode the text branch
-    only forbids a leading ``[``, code fence or whitespace: prose may still mention a call.
+    Type names are read through :mod:`toolace_integrations.schema` (``dict``, ``float``, ``any``
+    ...), as the parser reads them. Recursive ``$ref`` schemas become recursive rules. In
+    ``auto``/``none`` mode the text branch only forbids a leading ``[``, code fence or
+    whitespace: prose may still mention a call.
     Compile time grows about as the square of the grammar's size (with a 128k vocabulary, 50
     tools x 200 properties, 765 KB, took 22 s and 100 x 200 took 92 s), so grammars over
     :func:`max_grammar_bytes` are refused; ``benchmarks/bench_grammar_limits.py`` measures it.
@@ -40,6 +42,7 @@ from toolace_integrations.errors import (
     ToolChoiceError,
     ToolSpecError,
 )
+from toolace_integrations.schema import resolve_ref, to_json_schema
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 if TYPE_CHECKING:
@@ -53,10 +56,6 @@ DEFAULT_MAX_GRAMMAR_BYTES = 131_072
 """Default limit: under a second of compile time with a 128k-token vocabulary (benchmarks)."""
 
 _ANY_DEPTH = 3
-_TYPE_ALIASES = {
-    "dict": "object", "float": "number", "int": "integer", "str": "string",
-    "bool": "boolean", "list": "array", "tuple": "array",
-}  # fmt: skip
 _PRIMITIVES = {
     # ``[...]*`` runs, not ``char*`` over a rule: xgrammar masks them ~500x faster.
     "string": r'"\"" [^"\\\u0000-\u001f\ud800-\udfff]*'
@@ -205,12 +204,8 @@ class _Builder:
 
     @staticmethod
     def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The local ``#/...`` target of ``ref`` in ``root``; ``{}`` (any value) otherwise."""
-        node: Any = root if ref.startswith("#") else None
-        for part in ref[1:].split("/")[1:]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            node = node.get(part) if isinstance(node, Mapping) else None
-        return node if isinstance(node, Mapping) else {}
+        """The local ``#/...`` target of ``ref`` in ``root`` (binding checked that it exists)."""
+        return resolve_ref(ref, root) or {}
 
     def _body(self, schema: Mapping[str, Any], root: Mapping[str, Any], scope: str) -> str:
         """Rule body for ``schema`` (without ``$ref`` at its top)."""
@@ -238,7 +233,6 @@ class _Builder:
             return " | ".join(self.value({**schema, "type": k}, root, scope) for k in kind)
         if not isinstance(kind, str):
             kind = "object" if "properties" in schema else "array" if "items" in schema else "any"
-        kind = _TYPE_ALIASES.get(kind, kind)
         if kind in ("string", "boolean", "null"):
             return self.use(kind)
         if kind in ("integer", "number"):
@@ -317,10 +311,11 @@ def tool_call_grammar(
     calls = []
     for index, tool in chosen:
         scope = f"t{index}"
-        schema, required = tool.parameters, set(tool.required)
+        schema = to_json_schema(tool.parameters)  # the dialect's type names, as the parser reads
+        required = set(schema.get("required") or ())
         entries = [
             (f"{_quote(arg + '=')} {builder.value(sub, schema, scope)}", arg in required)
-            for arg, sub in tool.properties.items()
+            for arg, sub in (schema.get("properties") or {}).items()
         ]
         builder.rules[scope] = f'{_quote(tool.name + "(")} ({builder.ordered(scope, entries)}) ")"'
         calls.append(scope)

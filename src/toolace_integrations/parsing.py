@@ -5,7 +5,8 @@ are read textually (they may hold dots, hyphens and spaces); each argument list 
 :mod:`ast` and converted from literals only, so nothing the model writes is ever evaluated.
 
 Notes:
-    Tolerated: surrounding whitespace, a code fence, a missing final ``]``, a trailing comma,
+    Tolerated: surrounding whitespace, a code fence, Llama's ``<|python_tag|>`` or
+    ``<|python_start|>...<|python_end|>`` around the calls, a missing final ``]``, a trailing comma,
     bare calls without brackets (only when the whole text is calls), JSON's ``true``/``false``/
     ``null``, and arithmetic on numbers (``p=1/6``). Tuples and sets become lists (sets in
     source order). Text after the closing ``]`` or fence becomes ``content``. Text starting
@@ -28,7 +29,6 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from keyword import iskeyword
 from typing import Any
 from uuid import uuid4
 
@@ -36,6 +36,7 @@ import jsonschema
 from jsonschema.protocols import Validator
 
 from toolace_integrations.errors import CallFormatError, ToolSpecError
+from toolace_integrations.schema import is_argument_name, to_json_schema
 from toolace_integrations.tools import FunctionSpec, is_expressible_name, normalize_tools
 from toolace_integrations.validation import (
     BoundedValidator,
@@ -51,8 +52,7 @@ MAX_INPUT_CHARS = 1_000_000
 _MAX_DEPTH, _MAX_CALLS, _MAX_INT_BITS = 100, 1000, 1024
 _FENCE, _AT_END = "```", " at the end of the output"
 _JSON_NAMES: dict[str, Any] = {"true": True, "false": False, "null": None}
-_TYPE_ALIASES = {"dict": "object", "float": "number", "tuple": "array"}
-_ARGUMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PYTHON_TAG, _PYTHON_START, _PYTHON_END = "<|python_tag|>", "<|python_start|>", "<|python_end|>"
 _SPECIAL = re.compile(r"[\"'()\[\]{},]")
 _STRING_END = {q: re.compile(r"\\[\s\S]|" + q) for q in ('"', "'", '"""', "'''")}
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -120,7 +120,10 @@ def looks_like_call_start(text: str) -> bool:
     brackets cannot be recognised early; only :func:`parse_tool_calls` finds them.
     """
     stripped = text.lstrip()
-    return stripped.startswith(("[", _FENCE)) or (stripped != "" and _FENCE.startswith(stripped))
+    openers = (_FENCE, _PYTHON_TAG, _PYTHON_START)
+    return stripped.startswith(("[", *openers)) or (
+        stripped != "" and any(opener.startswith(stripped) for opener in openers)
+    )
 
 
 @validation_budget()
@@ -154,9 +157,11 @@ def parse_tool_calls(
         error = f"output too long to parse ({len(text)} characters, limit {MAX_INPUT_CHARS})"
         return ParsedOutput("", [], [InvalidCall(text, error)])
     specs = None if tools is None else _index(tools)
-    body, after, fenced = _unfence(stripped)
+    unwrapped, wrapped_after, wrapped = _unwrap(stripped)
+    body, after, fenced = _unfence(unwrapped)
+    after = "\n".join(part for part in (after, wrapped_after) if part)
     listed = body.startswith("[")
-    bare = not (listed or fenced)  # bare text counts as calls only if all of it is calls
+    bare = not (listed or fenced or wrapped)  # bare text is calls only if all of it is calls
     if bare and not body.endswith(")"):
         return ParsedOutput(stripped)
     split = _split(body, 1 if listed else 0)
@@ -185,9 +190,9 @@ def format_tool_calls(calls: Sequence[ToolCall] | Sequence[tuple[str, Mapping[st
         if not is_expressible_name(name):
             raise CallFormatError(f"Tool name {name!r} cannot be written in ToolACE's call syntax.")
         for key in arguments:
-            if not isinstance(key, str) or not _ARGUMENT_NAME.fullmatch(key) or iskeyword(key):
+            if not is_argument_name(key):
                 raise CallFormatError(
-                    f"Argument name {key!r} of {name!r} is not an ASCII identifier."
+                    f"Argument name {key!r} of {name!r} is not a Python identifier."
                 )
         try:
             rendered = ", ".join(
@@ -234,6 +239,19 @@ def _format_value(value: Any, depth: int = 0) -> str:
 def _index(tools: Sequence[Mapping[str, Any] | FunctionSpec]) -> dict[str, FunctionSpec]:
     specs = [t if isinstance(t, FunctionSpec) else normalize_tools([t])[0] for t in tools]
     return {spec.name: spec for spec in specs}
+
+
+def _unwrap(text: str) -> tuple[str, str, bool]:
+    """Strip Llama's call tokens: ``<|python_tag|>...``, ``<|python_start|>...<|python_end|>``.
+
+    Returns the body, the text after ``<|python_end|>``, and whether there was a wrapper.
+    """
+    if text.startswith(_PYTHON_TAG):
+        return text[len(_PYTHON_TAG) :].strip(), "", True
+    if text.startswith(_PYTHON_START):
+        body, _, after = text[len(_PYTHON_START) :].partition(_PYTHON_END)
+        return body.strip(), after.strip(), True
+    return text, "", False
 
 
 def _unfence(text: str) -> tuple[str, str, bool]:
@@ -433,27 +451,9 @@ def _checked_number(value: object) -> int | float:
     return value
 
 
-def _to_json_schema(node: Any) -> Any:
-    """Map ToolACE's and BFCL's type names (``dict``, ``float``, ``tuple``, ``any``) to JSON's."""
-    if isinstance(node, list):
-        return [_to_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    result = {key: _to_json_schema(value) for key, value in node.items()}
-    kind = node.get("type")
-    if isinstance(kind, str | list):
-        listed = [kind] if isinstance(kind, str) else kind
-        kinds = [_TYPE_ALIASES.get(k, k) if isinstance(k, str) else k for k in listed]
-        if "any" in kinds:
-            del result["type"]
-        else:
-            result["type"] = kinds[0] if isinstance(kind, str) else kinds
-    return result
-
-
 @lru_cache(maxsize=512)
 def _validator(schema_key: str) -> Validator:
-    schema = _to_json_schema(json.loads(schema_key))
+    schema = to_json_schema(json.loads(schema_key))
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:

@@ -1,8 +1,9 @@
 """ToolACE-8B's prompt: system instructions, the tool list, and each role of a conversation.
 
 This module is the one place the prompt format lives; every adapter and backend renders through
-it. It produces role/content messages; the token layout around them comes from the tokenizer's
-own chat template (``apply_chat_template``), never from special tokens written here.
+it. It produces role/content messages; the token layout around them is
+:data:`TOOLACE_CHAT_TEMPLATE`, applied by :class:`~toolace_integrations.encoding.PromptEncoder`
+whatever template the checkpoint ships (its own template is an explicit option there).
 
 Sources:
     - Team-ACE/ToolACE-8B model card, "Usage": the system prompt below, filled with the tool list.
@@ -51,7 +52,9 @@ TOOLACE_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
     "{% endif %}"
 )
-"""ToolACE-8B's chat template (the Llama-3 instruct layout); bundled for tokenizers without one."""
+"""The layout BFCL used when it scored ToolACE-8B (``LlamaHandler._format_prompt``): plain
+Llama-3 headers, stripped contents, no "Cutting Knowledge Date" lines, tool results under
+``ipython`` as sent. The default layout of every prompt."""
 
 TOOL_RESULT_ROLE = "ipython"
 
@@ -82,11 +85,17 @@ class PromptError(ToolACEError, ValueError):
 
 
 def tool_schema_for_prompt(tool: FunctionSpec) -> dict[str, Any]:
-    """A tool as ToolACE's training data writes it: ``parameters.type`` is ``"dict"``."""
+    """A tool as ToolACE's training data writes it, whatever key order the framework produced.
+
+    Keys come as ``name``, ``description``, ``parameters``; the parameters as ``type``
+    (``"dict"``), ``properties``, ``required``, then anything else; every nested schema starts
+    with its ``type``. Type names are kept as written (BFCL's ``float``/``tuple``/``any``).
+    """
     parameters = _toolace_schema(tool.parameters)
     parameters.setdefault("properties", {})
     parameters.setdefault("required", [])
-    return {"name": tool.name, "description": tool.description, "parameters": parameters}
+    head = {key: parameters.pop(key) for key in ("type", "properties", "required")}
+    return {"name": tool.name, "description": tool.description, "parameters": head | parameters}
 
 
 def system_prompt(tools: Sequence[FunctionSpec], template: str = DEFAULT_SYSTEM_TEMPLATE) -> str:
@@ -198,4 +207,5 @@ def _toolace_schema(schema: Mapping[str, Any], *, top: bool = True) -> dict[str,
             converted[key] = value
     if top:
         converted.setdefault("type", "dict")
-    return converted
+    first = [key for key in ("type", "properties", "required") if key in converted]
+    return {key: converted[key] for key in first} | converted

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolace_integrations.grammar import _TYPE_ALIASES, _bound, _python_literal
+from toolace_integrations.grammar import _bound, _python_literal
+from toolace_integrations.schema import TYPE_ALIASES, resolve_ref
 
 __all__ = ["Kind", "Schemas", "entry_head"]
 
@@ -67,7 +68,7 @@ class Schemas:
             return Kind("union", branches=tuple(({**schema, "type": k}, root) for k in kind))
         if not isinstance(kind, str):
             kind = "object" if "properties" in schema else "array" if "items" in schema else "any"
-        kind = _TYPE_ALIASES.get(kind, kind)
+        kind = TYPE_ALIASES.get(kind, kind)
         if kind == "boolean":
             return Kind("lit", ("True", "False"))
         if kind == "null":
@@ -148,8 +149,4 @@ def entry_head(key: str, args: bool) -> str:
 
 
 def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
-    node: Any = root if ref.startswith("#") else None
-    for part in ref[1:].split("/")[1:]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
+    return resolve_ref(ref, root) or {}

@@ -7,19 +7,22 @@ resulting :class:`FunctionSpec` records, so tool handling exists once.
 
 from __future__ import annotations
 
-import keyword
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from toolace_integrations.errors import ToolChoiceError, ToolSpecError
+from toolace_integrations.schema import check_parameters
 
-TOOL_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_.\- ]*[A-Za-z0-9_]|[A-Za-z_]"
-"""Tool names ToolACE can spell: identifiers joined by dots, hyphens or inner spaces."""
+TOOL_NAME_PATTERN = r"[^\W\d][\w.\- ]*\w|[^\W\d]"
+"""A regex for the shape of tool names (Unicode word characters joined by ``.``, ``-``, space).
 
-_TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
-_ARGUMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+It serves prefix matching while streaming; :func:`is_expressible_name` is the exact check.
+"""
+
+_SEPARATORS = re.compile(r"[.\- ]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,12 @@ class ToolChoice:
 def is_expressible_name(name: str) -> bool:
     """Whether ToolACE's call syntax can spell this tool name.
 
-    Dotted names (``finance.npv``), hyphens (``get-weather``) and inner spaces, as in ToolACE's
-    own training data (``Market Trends API``), are accepted; no double dots or spaces.
+    A Python identifier (``año_vehiculo`` included, by Python's own rule), or identifiers and
+    digit runs joined by single dots (``finance.npv``), hyphens (``get-weather``) or inner
+    spaces, as in ToolACE's own training data (``Market Trends API``).
     """
-    return _TOOL_NAME.fullmatch(name) is not None and not re.search(r"[.\- ]{2}", name)
+    first, *rest = _SEPARATORS.split(name)
+    return first.isidentifier() and all(part and f"_{part}".isidentifier() for part in rest)
 
 
 def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[FunctionSpec]:
@@ -72,8 +77,12 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[FunctionS
     Accepts ``{"type": "function", "function": {...}}`` and the bare ``{"name", "description",
     "parameters"}`` form.
 
+    Every schema problem surfaces here, when tools are bound (see
+    :func:`~toolace_integrations.schema.check_parameters`), never after generation.
+
     Raises:
-        ToolSpecError: a name or argument name ToolACE cannot spell, or duplicate tool names.
+        ToolSpecError: a name or argument name ToolACE cannot spell, duplicate tool names, or
+            parameters that are not a usable JSON schema.
     """
     specs: list[FunctionSpec] = []
     seen: set[str] = set()
@@ -85,20 +94,21 @@ def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[FunctionS
         if not is_expressible_name(name):
             raise ToolSpecError(
                 f"Tool name {name!r} cannot be written in ToolACE's call syntax "
-                "`[name(arg=value)]`. Use letters, digits and underscores, joined by single "
-                "dots, hyphens or spaces."
+                "`[name(arg=value)]`. Use letters, digits and underscores (a Python "
+                "identifier), joined by single dots, hyphens or spaces."
             )
         if name in seen:
             raise ToolSpecError(f"Two tools are named {name!r}; tool names must be unique.")
         seen.add(name)
-        parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
-        for argument in parameters.get("properties") or {}:
-            if not _ARGUMENT_NAME.fullmatch(argument) or keyword.iskeyword(argument):
-                raise ToolSpecError(
-                    f"Tool {name!r} has argument {argument!r}, which is not a Python "
-                    "identifier, so ToolACE cannot pass it as `name=value`. Rename it."
-                )
-        specs.append(FunctionSpec(name, str(function.get("description") or ""), parameters))
+        description = function.get("description") or ""
+        if not isinstance(description, str) or _SURROGATE.search(description):
+            raise ToolSpecError(
+                f"Tool {name!r} has a description that is not valid text ({description!r:.80}); "
+                "pass a string without lone surrogates."
+            )
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        check_parameters(name, parameters)
+        specs.append(FunctionSpec(name, description, dict(parameters)))
     return specs
 
 
