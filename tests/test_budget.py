@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from bfcl_sets import json_schema, tool_sets
+from bfcl_data import CATEGORIES, load_entries
 from reliability._hooks import DTYPE, steer
 from toolace_integrations import chat
 from toolace_integrations.closing import Closer
@@ -21,7 +21,8 @@ from toolace_integrations.generation import SamplingParams
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
 from toolace_integrations.prompt import Message
-from toolace_integrations.tools import ToolChoice
+from toolace_integrations.schema import to_json_schema
+from toolace_integrations.tools import ToolChoice, normalize_tools
 
 WEATHER = {
     "type": "function",
@@ -53,8 +54,12 @@ def _choices(tools: list[Any]) -> list[ToolChoice]:
 def test_forced_calls_on_bfcl_tool_sets_always_parse_and_validate(
     engine: TransformersEngine,
 ) -> None:
-    sets = tool_sets(per_category=8)
-    assert len(sets) >= 30, "bfcl-eval is installed by the Makefile"
+    sets = [
+        (entry.id, entry.question, normalize_tools(entry.functions))
+        for category in CATEGORIES
+        for entry in load_entries((category,))[:8]
+    ]
+    assert len(sets) == 32
     answers = skipped = 0
     for number, (ident, question, tools) in enumerate(sets):
         for budget in (48, 96, 256):
@@ -82,7 +87,8 @@ def test_forced_calls_on_bfcl_tool_sets_always_parse_and_validate(
                 assert len(parsed.calls) == 1
             specs = {tool.name: tool for tool in tools}
             for call in parsed.calls:
-                jsonschema.validate(call.arguments, json_schema(dict(specs[call.name].parameters)))
+                schema = to_json_schema(dict(specs[call.name].parameters))
+                jsonschema.validate(call.arguments, schema)
             answers += 1
     assert skipped <= len(sets) // 10  # only the longest tool names outgrow 48 tokens
 
