@@ -86,19 +86,22 @@ def test_chat_model_prompt_is_the_local_engines_ids(
     assert answer.usage_metadata["input_tokens"] == len(ids)
 
 
-@pytest.mark.parametrize(
-    ("choice", "parallel"), [("any", False), ("get_weather", None)], ids=["any-single", "named"]
-)
+@pytest.mark.parametrize("choice", ["any", "get_weather"], ids=["any", "named"])
 def test_forced_calls_through_the_chat_model(
-    chat_model: ChatToolACE, proxy: Proxy, choice: str, parallel: bool | None
+    chat_model: ChatToolACE, proxy: Proxy, choice: str
 ) -> None:
-    bound = chat_model.bind_tools([get_weather], tool_choice=choice, parallel_tool_calls=parallel)
+    """One call of an enum argument fits in 40 tokens whatever the weights.
+
+    A list of parallel calls can outgrow any budget on vLLM, which cannot close it early (see
+    docs/vllm.md), so the forced choices here allow one call.
+    """
+    bound = chat_model.bind_tools([get_weather], tool_choice=choice, parallel_tool_calls=False)
     answer = bound.invoke("Weather?")
     assert "grammar" in proxy.bodies[-1]["structured_outputs"]
     assert answer.tool_calls and not answer.invalid_tool_calls
     assert all(c["name"] == "get_weather" and c["args"]["city"] in ("Paris", "Tokyo")
                for c in answer.tool_calls)  # fmt: skip
-    assert parallel is not False or len(answer.tool_calls) == 1
+    assert len(answer.tool_calls) == 1
 
 
 def test_tool_choice_none_answers_in_text(chat_model: ChatToolACE, proxy: Proxy) -> None:
