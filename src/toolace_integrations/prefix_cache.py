@@ -7,7 +7,9 @@ answer; the next prompt then needs prefill only for the tokens past the longest 
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +61,11 @@ class PrefixCache:
         self._min_reuse_tokens = min_reuse_tokens
         self._entries: OrderedDict[tuple[int, ...], tuple[DynamicCache, int, int]] = OrderedDict()
         self._lock = threading.Lock()
+        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a lock another parent thread held would never be released."""
+        self._lock = threading.Lock()
 
     @property
     def size_bytes(self) -> int:
@@ -66,13 +73,14 @@ class PrefixCache:
         with self._lock:
             return sum(size for _, size, _ in self._entries.values())
 
-    def lookup(self, prompt_ids: Sequence[int]) -> CacheHit | None:
+    def lookup(self, prompt_ids: Sequence[int], *, take: bool = True) -> CacheHit | None:
         """A private cache sharing the longest prefix with ``prompt_ids``.
 
         At least the prompt's last token is always left for prefill, so ``generate`` has logits.
         When the prompt continues the conversation an entry was stored for (it reuses that
-        entry's whole prompt), the entry is handed over, cropped, instead of copied: the cache
-        stored after this generation supersedes it. Otherwise the entry is copied and kept.
+        entry's whole prompt) and ``take`` is set, the entry is handed over, cropped, instead of
+        copied: the cache stored after this generation supersedes it. Otherwise the entry is
+        copied and kept (rows of one batch copy, since several may share an entry).
         """
         with self._lock:
             best_key, best_length = None, 0
@@ -84,7 +92,7 @@ class PrefixCache:
             if best_key is None or reused < self._min_reuse_tokens:
                 return None
             source, _, prompt_length = self._entries[best_key]
-            if reused >= prompt_length:
+            if take and reused >= prompt_length:
                 del self._entries[best_key]
                 extra = source.get_seq_length() - reused
                 if extra:
@@ -128,6 +136,17 @@ class PrefixCache:
         """Drop every cache."""
         with self._lock:
             self._entries.clear()
+
+
+_live: weakref.WeakSet[PrefixCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_live):
+        cache._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
