@@ -114,11 +114,11 @@ class Runner:
         row.cached_prompt_tokens = start
         if start < target:
             with torch.inference_mode():
-                self.model(
+                # The decoder alone: the keys and values are all a prefill needs, not logits.
+                self.model.get_decoder()(
                     input_ids=torch.tensor([ids[start:target]], device=self.model.device),
                     cache=cache,
                     use_cache=True,
-                    logits_to_keep=1,
                 )
         row.cache, row.covered = cache, target
         if reuse and not alone and target:
