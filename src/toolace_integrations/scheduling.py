@@ -111,6 +111,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._queue: list[Job] = []
         self._thread: threading.Thread | None = None
+        weakref.finalize(self, _wake, self._cond)  # a waiting worker sees it is gone and exits
 
     def prepare(self, request: GenerationRequest, cancel: threading.Event) -> Job:
         """Prepare a job in the calling thread (see :meth:`Batcher.prepare`)."""
@@ -131,14 +132,9 @@ class Scheduler:
                 self._thread.start()
         return [job.future for job in jobs]
 
-    def _next_batch(self) -> list[Job] | None:
-        """The oldest job's group, after the coalescing window; ``None`` when idle."""
+    def _next_batch(self) -> list[Job]:
+        """The oldest job's group, after the coalescing window (the queue is not empty)."""
         with self._cond:
-            if not self._queue:
-                self._cond.wait(IDLE_S)
-            if not self._queue:
-                self._thread = None
-                return None
             first = min(self._queue, key=lambda job: job._order)
             while len(self._queue) < MAX_BATCH:
                 wait = first._arrived + COALESCE_WINDOW_S - time.monotonic()
@@ -203,17 +199,28 @@ class Scheduler:
 
 
 def _serve(ref: weakref.ref[Scheduler], cond: threading.Condition) -> None:
-    """The worker loop; between batches it holds its scheduler only weakly."""
+    """The worker loop; while it waits for work it holds its scheduler only weakly."""
     while True:
-        scheduler = ref()
-        if scheduler is None or scheduler._cond is not cond:  # collected, or reset after fork
-            return
+        with cond:
+            scheduler = ref()
+            if scheduler is not None and not scheduler._queue:
+                del scheduler
+                cond.wait(IDLE_S)
+                scheduler = ref()
+            if scheduler is None or scheduler._cond is not cond:  # collected, or reset by fork
+                return
+            if not scheduler._queue:
+                scheduler._thread = None
+                return
         batch = scheduler._next_batch()
-        if batch is None:
-            return
         if batch:
             scheduler._run(batch)
         del scheduler, batch
+
+
+def _wake(cond: threading.Condition) -> None:
+    with cond:
+        cond.notify_all()
 
 
 def _start(job: Job) -> bool:
