@@ -81,22 +81,29 @@ async def test_a_timed_out_caller_leaves_its_running_batch_within_a_few_tokens(
 
 
 async def test_grammars_compile_in_the_callers_threads(
-    lc: ChatToolACE, monkeypatch: pytest.MonkeyPatch
+    lc: ChatToolACE, engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: list[str] = []
+    compiling: list[int] = []
+    generating: set[int] = set()
     compile_grammar = GrammarConstraint.compile
 
     def recording(self: GrammarConstraint, grammar: str) -> Any:
-        threads.append(threading.current_thread().name)
+        compiling.append(threading.get_ident())
         return compile_grammar(self, grammar)
 
     monkeypatch.setattr(GrammarConstraint, "compile", recording)
-    forced = lc.bind_tools([tool(get_weather)], tool_choice="any")
-    await asyncio.wait_for(
-        asyncio.gather(*(forced.ainvoke(f"Weather {i}?") for i in range(4))), DEADLINE
+    hook = engine.model.register_forward_hook(
+        lambda *args: generating.add(threading.get_ident())
     )
-    assert len(threads) == 4
-    assert not [name for name in threads if name.startswith("toolace-scheduler")]
+    forced = lc.bind_tools([tool(get_weather)], tool_choice="any")
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(forced.ainvoke(f"Weather {i}?") for i in range(4))), DEADLINE
+        )
+    finally:
+        hook.remove()
+    assert len(compiling) == 4 and generating
+    assert not generating & set(compiling), "a grammar compiled on the thread running the model"
 
 
 class _Completions(BaseHTTPRequestHandler):
