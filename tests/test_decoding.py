@@ -79,7 +79,11 @@ def test_row_decoder_finishes_on_end_token_stop_string_budget_or_halt(tokenizer:
         return decoder
 
     ended = run()
-    assert (ended.text, ended.finish, len(ended.tokens)) == (" one two three four", "stop", len(ids) + 1)
+    assert (ended.text, ended.finish, len(ended.tokens)) == (
+        " one two three four",
+        "stop",
+        len(ids) + 1,
+    )
     cut = run(stop=(" three",))
     assert (cut.text, cut.finish) == (" one two", "stop")
     short = run(budget=2)

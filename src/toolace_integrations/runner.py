@@ -32,7 +32,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from toolace_integrations.decoding import RowDecoder
 from toolace_integrations.generation import GenerationResult, SamplingParams
-from toolace_integrations.prefix_cache import PrefixCache
+from toolace_integrations.prefix_cache import PrefixCache, RoomyLayer
 
 
 @dataclass(eq=False)
@@ -108,7 +108,7 @@ class Runner:
         ids = row.ids
         target = len(ids) - 1
         reuse = row.sampling.reuse_prefix
-        hit = self.prefix_cache.lookup(ids, take=alone) if reuse else None
+        hit = self.prefix_cache.lookup(ids, take=alone, room=target) if reuse else None
         cache = hit.cache if hit else DynamicCache(config=self.model.config)
         start = hit.reused_tokens if hit else 0
         row.cached_prompt_tokens = start
@@ -156,7 +156,7 @@ class Runner:
             device=self.model.device,
         )
         budget = max(row.decoder.remaining for row in rows)
-        cache = None if rows[0].static else self._batch_cache(rows, width)
+        cache = None if rows[0].static else self._batch_cache(rows, width, budget + 1)
         report = lambda row: self._report(row, rows, on_done)  # noqa: E731
         criteria = _SegmentCriteria(rows, report, should_yield)
         if sampling.seed is not None:
@@ -175,24 +175,27 @@ class Runner:
             self._keep_cache(row, index, output.cache, width, alone)
             self._report(row, rows, on_done)
 
-    def _batch_cache(self, rows: Sequence[Row], width: int) -> DynamicCache | None:
+    def _batch_cache(self, rows: Sequence[Row], width: int, room: int) -> DynamicCache | None:
+        """The rows' caches left-padded to ``width``, with ``room`` more tokens preallocated."""
         if width == 0:
             return None
-        if len(rows) == 1:
-            return rows[0].cache
         batch = DynamicCache(config=self.model.config)
         sources: list[list[Any]] = [list(r.cache.layers) if r.cache else [] for r in rows]
+        layers = []
         for layer in range(max(len(s) for s in sources)):
             first = next(s[layer] for s in sources if len(s) > layer and s[layer].is_initialized)
             heads, size = first.keys.shape[1], first.keys.shape[3]
-            keys = first.keys.new_zeros((len(rows), heads, width, size))
-            values = first.values.new_zeros((*keys.shape[:3], first.values.shape[3]))
+            keys = first.keys.new_empty((len(rows), heads, width + room, size))
+            values = first.values.new_empty((*keys.shape[:3], first.values.shape[3]))
             for index, (row, source) in enumerate(zip(rows, sources, strict=True)):
+                pad = width - row.covered
+                keys[index, :, :pad] = 0  # masked, but must not be NaN
+                values[index, :, :pad] = 0
                 if row.covered:
-                    own = source[layer]
-                    keys[index, :, width - row.covered :] = own.keys[0, :, : row.covered]
-                    values[index, :, width - row.covered :] = own.values[0, :, : row.covered]
-            batch.update(keys, values, layer)
+                    keys[index, :, pad:width] = source[layer].keys[0, :, : row.covered]
+                    values[index, :, pad:width] = source[layer].values[0, :, : row.covered]
+            layers.append(RoomyLayer(keys, values, width))
+        batch.layers[: len(layers)] = layers
         return batch
 
     def _keep_cache(
@@ -204,31 +207,22 @@ class Runner:
             row.cache = None
             return
         start = width - row.covered
-        if alone and start == 0:
-            extra = cache.get_seq_length() - covered
-            if extra > 0:
-                cache.crop(-extra)
-            own = cache
-        else:
-            own = DynamicCache(config=self.model.config)
-            layers: list[Any] = list(cache.layers)
-            for number, layer in enumerate(layers):
-                if layer.is_initialized:
-                    end = start + covered
-                    own.update(
-                        layer.keys[index : index + 1, :, start:end].clone(),
-                        layer.values[index : index + 1, :, start:end].clone(),
-                        number,
-                    )
+        own = DynamicCache(config=self.model.config)
+        layers: list[Any] = list(cache.layers)
+        for number, layer in enumerate(layers):
+            if layer.is_initialized:
+                keys = layer.keys[index : index + 1, :, start : start + covered]
+                values = layer.values[index : index + 1, :, start : start + covered]
+                if not alone:  # a view would keep the whole batch's memory alive
+                    keys, values = keys.clone(), values.clone()
+                own.update(keys, values, number)
         row.cache, row.covered = own, covered
         if row.decoder.done:
             if row.sampling.reuse_prefix and own.get_seq_length() == covered:
                 self.prefix_cache.store(row.ids[:covered], own, prompt_tokens=len(row.prompt_ids))
             row.cache = None
 
-    def _report(
-        self, row: Row, rows: Sequence[Row], on_done: Callable[[Row, bool], None]
-    ) -> bool:
+    def _report(self, row: Row, rows: Sequence[Row], on_done: Callable[[Row, bool], None]) -> bool:
         if row.decoder.done and not row._reported:
             row._reported = True
             on_done(row, any(not other.decoder.done for other in rows))

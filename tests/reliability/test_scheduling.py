@@ -92,9 +92,7 @@ async def test_grammars_compile_in_the_callers_threads(
         return compile_grammar(self, grammar)
 
     monkeypatch.setattr(GrammarConstraint, "compile", recording)
-    hook = engine.model.register_forward_hook(
-        lambda *args: generating.add(threading.get_ident())
-    )
+    hook = engine.model.register_forward_hook(lambda *args: generating.add(threading.get_ident()))
     forced = lc.bind_tools([tool(get_weather)], tool_choice="any")
     try:
         await asyncio.wait_for(
