@@ -12,8 +12,10 @@ import asyncio
 import re
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from toolace_integrations.generation import (
@@ -179,16 +181,16 @@ async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
     """
     scheduler = scheduler_for(backend)
     cancel = threading.Event()
-    job = await asyncio.to_thread(scheduler.prepare, request, cancel)
-    future = scheduler.submit(job)[0]
-    done = asyncio.wrap_future(future)
+    future: Future[GenerationResult] | None = None
     try:
-        result = await asyncio.shield(done)
+        prepare = partial(scheduler.prepare, request, cancel)
+        future = await asyncio.to_thread(scheduler.start, prepare)
+        result = await asyncio.shield(asyncio.wrap_future(future))
     except asyncio.CancelledError:
         cancel.set()
-        if not future.cancel():  # already generating: wait until it stops, within a token
+        if future is not None and not future.cancel():  # generating: it stops within a token
             with suppress(BaseException):
-                await done
+                await asyncio.wrap_future(future)
         raise
     return _chat_result(backend.model_name, request, result)
 

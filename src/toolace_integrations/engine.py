@@ -106,8 +106,7 @@ class TransformersEngine:
         """
         halt = _Halt(cancel)
         events: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        job = self.prepare(request, halt, events)
-        future = self.scheduler.submit(job)[0]
+        future = self.scheduler.start(lambda: self.prepare(request, halt, events))
         future.add_done_callback(lambda _: events.put(None))
         try:
             while (delta := events.get()) is not None:

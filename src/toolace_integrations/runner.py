@@ -15,6 +15,7 @@ its last token, and the next segment continues it exactly where it stopped.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,8 @@ class Runner:
         self.pad_id = pad_id
         self.stop_ids = tuple(stop_ids)
         self.logits_processors = logits_processors
+        self.copy_seconds_per_token = 0.0
+        """Measured cost of re-arranging one cached token of a row (for yield decisions)."""
 
     def prefill(self, row: Row, *, alone: bool) -> None:
         """Cache all of ``row`` but its last token, reusing the longest cached prefix."""
@@ -156,9 +159,13 @@ class Runner:
             device=self.model.device,
         )
         budget = max(row.decoder.remaining for row in rows)
+        arranging = time.perf_counter()
         cache = None if rows[0].static else self._batch_cache(rows, width, budget + 1)
+        if cache is not None:
+            cached = sum(row.covered for row in rows)
+            self.copy_seconds_per_token = (time.perf_counter() - arranging) / cached
         report = lambda row: self._report(row, rows, on_done)  # noqa: E731
-        criteria = _SegmentCriteria(rows, report, should_yield)
+        criteria = _SegmentCriteria(rows, report, should_yield, self.copy_seconds_per_token)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         with torch.inference_mode():
@@ -244,24 +251,36 @@ class Runner:
 
 
 class _SegmentCriteria(StoppingCriteria):
-    """Per-row stop flags for ``generate``, the rows' streamer, and the scheduler's yield."""
+    """Per-row stop flags for ``generate``, the rows' streamer, and the scheduler's yield.
+
+    Yielding costs a re-arrangement of the live rows' caches (twice: out and back in); it is
+    offered to the scheduler only when waiting for the rest of the segment costs more.
+    """
 
     def __init__(
         self,
         rows: Sequence[Row],
         report: Callable[[Row], bool],
         should_yield: Callable[[int, int], bool],
+        copy_seconds_per_token: float,
     ) -> None:
         self.rows = rows
         self.report = report
         self.should_yield = should_yield
+        self.copy_seconds_per_token = copy_seconds_per_token
         self.streamer = _RowsStreamer(rows, report)
+        self._last = time.perf_counter()
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> Any:
+        now = time.perf_counter()
+        step, self._last = now - self._last, now
         done = [self.report(row) for row in self.rows]
         live = [row for row, finished in zip(self.rows, done, strict=True) if not finished]
-        if live and self.should_yield(len(live), max(row.decoder.remaining for row in live)):
-            done = [True] * len(done)
+        if live:
+            remaining = max(row.decoder.remaining for row in live)
+            rearranging = 2 * self.copy_seconds_per_token * sum(len(row.ids) for row in live)
+            if remaining * step > rearranging and self.should_yield(len(live), remaining):
+                done = [True] * len(done)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 

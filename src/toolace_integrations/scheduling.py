@@ -4,7 +4,8 @@ Each backend has one :class:`Scheduler`: callers hand it prepared jobs (prompt e
 grammar compiled in the caller's own thread, so a slow compile never holds up anyone else) and
 one worker thread runs them in batches while holding the model lock. What it decides:
 
-- **Coalescing.** The first job waits at most :data:`COALESCE_WINDOW_S` for others; then the
+- **Coalescing.** The first job waits at most :data:`COALESCE_WINDOW_S` for others (up to
+  :data:`PREPARING_WAIT_S` while other callers are still encoding their prompts); then the
   oldest job's group (jobs with the same key: the same temperature and top-p) runs together, up to
   :data:`MAX_BATCH` rows. Seeded sampling and static caches get groups of their own, so their
   output is the same as alone.
@@ -17,7 +18,9 @@ one worker thread runs them in batches while holding the model lock. What it dec
 - **Joining.** A job that arrives while a batch of its group decodes does not wait for the
   batch: at the next token the batch yields, its rows keep their key/value caches, and the next
   batch continues them together with the newcomer (iteration-level scheduling on top of
-  transformers' ``generate``). Jobs of another group wait for the running batch to finish.
+  transformers' ``generate``). The engine yields only when the tokens left to wait for cost more
+  (measured step time) than re-arranging the rows' caches (measured copy rate); otherwise the
+  newcomer waits those few tokens. Jobs of another group wait for the running batch to end.
 - **Cancelling.** A caller that leaves stops its own row within a token, while the batch goes on
   for the others; a caller queued behind the lock is dropped without ever running.
 
@@ -44,6 +47,8 @@ from toolace_integrations.generation import Backend, GenerationRequest, Generati
 
 COALESCE_WINDOW_S = 0.005
 """How long the first job waits for others to join its batch."""
+PREPARING_WAIT_S = 0.1
+"""How long it may wait longer for jobs still being prepared (callers encoding their prompts)."""
 MAX_BATCH = 16
 """Rows decoded together at most."""
 JOIN_MIN_REMAINING = 4
@@ -111,11 +116,24 @@ class Scheduler:
         self._cond = threading.Condition()
         self._queue: list[Job] = []
         self._thread: threading.Thread | None = None
+        self._preparing = 0
         weakref.finalize(self, _wake, self._cond)  # a waiting worker sees it is gone and exits
 
     def prepare(self, request: GenerationRequest, cancel: threading.Event) -> Job:
         """Prepare a job in the calling thread (see :meth:`Batcher.prepare`)."""
         return self._batcher.prepare(request, cancel)
+
+    def start(self, prepare: Callable[[], Job]) -> Future[GenerationResult]:
+        """Prepare a job in the calling thread and queue it; the batch being formed waits."""
+        with self._cond:
+            self._preparing += 1
+        try:
+            job = prepare()
+        finally:
+            with self._cond:
+                self._preparing -= 1
+                self._cond.notify()
+        return self.submit(job)[0]
 
     def submit(self, *jobs: Job) -> list[Future[GenerationResult]]:
         """Queue prepared jobs (together, so they can share a batch); one future each."""
@@ -137,7 +155,8 @@ class Scheduler:
         with self._cond:
             first = min(self._queue, key=lambda job: job._order)
             while len(self._queue) < MAX_BATCH:
-                wait = first._arrived + COALESCE_WINDOW_S - time.monotonic()
+                window = PREPARING_WAIT_S if self._preparing else COALESCE_WINDOW_S
+                wait = first._arrived + window - time.monotonic()
                 if wait <= 0:
                     break
                 self._cond.wait(wait)
