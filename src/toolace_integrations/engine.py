@@ -46,7 +46,7 @@ class TransformersEngine:
     Args:
         spec: What to load.
         prefix_cache_entries: Key/value caches kept for prompt-prefix reuse (0 turns it off);
-            by default ``TOOLACE_PREFIX_CACHE_ENTRIES`` or 4.
+            by default ``TOOLACE_PREFIX_CACHE_ENTRIES`` or 16 (enough for concurrent agents).
         prefix_cache_bytes: Memory those caches may hold together; by default
             ``TOOLACE_PREFIX_CACHE_BYTES`` or 2 GiB.
     """
@@ -66,7 +66,7 @@ class TransformersEngine:
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.stop_token_ids = stop_token_ids(self.tokenizer, self.model)
         if prefix_cache_entries is None:
-            prefix_cache_entries = int(os.environ.get("TOOLACE_PREFIX_CACHE_ENTRIES", 4))
+            prefix_cache_entries = int(os.environ.get("TOOLACE_PREFIX_CACHE_ENTRIES", 16))
         if prefix_cache_bytes is None:
             prefix_cache_bytes = int(os.environ.get("TOOLACE_PREFIX_CACHE_BYTES", 2 * 1024**3))
         self.prefix_cache = PrefixCache(

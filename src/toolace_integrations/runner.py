@@ -124,7 +124,9 @@ class Runner:
                     use_cache=True,
                 )
         row.cache, row.covered = cache, target
-        if reuse and not alone and target:
+        if reuse and not alone and target - start > start:
+            # Mostly computed here: the next rows of this batch may share it. A row that only
+            # extended a cached prefix would store a near copy and evict something useful.
             self.prefix_cache.store(ids[:target], cache, prompt_tokens=target)
 
     def run(
