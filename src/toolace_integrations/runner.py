@@ -111,8 +111,9 @@ class Runner:
         ids = row.ids
         target = len(ids) - 1
         reuse = row.sampling.reuse_prefix
-        hit = self.prefix_cache.lookup(ids, take=alone, room=target) if reuse else None
-        cache = hit.cache if hit else DynamicCache(config=self.model.config)
+        room = target + row.decoder.remaining + 1  # decoding writes into this room in place
+        hit = self.prefix_cache.lookup(ids, take=alone, room=room) if reuse else None
+        cache = hit.cache if hit else self._empty_cache(room)
         start = hit.reused_tokens if hit else 0
         row.cached_prompt_tokens = start
         if start < target:
@@ -128,6 +129,18 @@ class Runner:
             # Mostly computed here: the next rows of this batch may share it. A row that only
             # extended a cached prefix would store a near copy and evict something useful.
             self.prefix_cache.store(ids[:target], cache, prompt_tokens=target)
+
+    def _empty_cache(self, room: int) -> DynamicCache:
+        config = self.model.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        cache = DynamicCache(config=config)
+        for layer in range(config.num_hidden_layers):
+            keys = torch.empty(
+                (1, heads, room, size), dtype=self.model.dtype, device=self.model.device
+            )
+            cache.layers[layer] = RoomyLayer(keys, torch.empty_like(keys), 0)
+        return cache
 
     def run(
         self,
@@ -188,6 +201,8 @@ class Runner:
         """The rows' caches left-padded to ``width``, with ``room`` more tokens preallocated."""
         if width == 0:
             return None
+        if len(rows) == 1:  # its own cache, with room from the prefill: nothing to copy
+            return rows[0].cache
         batch = DynamicCache(config=self.model.config)
         sources: list[list[Any]] = [list(r.cache.layers) if r.cache else [] for r in rows]
         layers = []
@@ -215,16 +230,22 @@ class Runner:
         if cache is None or row.static:
             row.cache = None
             return
-        start = width - row.covered
-        own = DynamicCache(config=self.model.config)
-        layers: list[Any] = list(cache.layers)
-        for number, layer in enumerate(layers):
-            if layer.is_initialized:
-                keys = layer.keys[index : index + 1, :, start : start + covered]
-                values = layer.values[index : index + 1, :, start : start + covered]
-                if not alone:  # a view would keep the whole batch's memory alive
-                    keys, values = keys.clone(), values.clone()
-                own.update(keys, values, number)
+        if alone:
+            extra = cache.get_seq_length() - covered
+            if extra > 0:
+                cache.crop(-extra)
+            own = cache
+        else:
+            start = width - row.covered
+            own = DynamicCache(config=self.model.config)
+            layers: list[Any] = list(cache.layers)
+            for number, layer in enumerate(layers):
+                if layer.is_initialized:
+                    own.layers[number] = RoomyLayer(
+                        layer.keys[index : index + 1, :, start : start + covered].clone(),
+                        layer.values[index : index + 1, :, start : start + covered].clone(),
+                        covered,
+                    )
         row.cache, row.covered = own, covered
         if row.decoder.done:
             if row.sampling.reuse_prefix and own.get_seq_length() == covered:
