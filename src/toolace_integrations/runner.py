@@ -103,8 +103,13 @@ class Runner:
         self.pad_id = pad_id
         self.stop_ids = tuple(stop_ids)
         self.logits_processors = logits_processors
-        self.copy_seconds_per_token = 0.0
-        """Measured cost of re-arranging one cached token of a row (for yield decisions)."""
+        config = model.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        token_bytes = 2 * config.num_hidden_layers * heads * size * model.dtype.itemsize
+        self.copy_seconds_per_token = token_bytes / 2e9
+        """Cost of re-arranging one cached token of a row (for yield decisions): a guess of
+        2 GB/s until a batch measures it."""
 
     def prefill(self, row: Row, *, alone: bool) -> None:
         """Cache all of ``row`` but its last token, reusing the longest cached prefix."""
@@ -176,7 +181,7 @@ class Runner:
         budget = max(row.decoder.remaining for row in rows)
         arranging = time.perf_counter()
         cache = None if rows[0].static else self._batch_cache(rows, width, budget + 1)
-        if cache is not None:
+        if cache is not None and len(rows) > 1:  # a row alone is not copied: nothing to learn
             cached = sum(row.covered for row in rows)
             self.copy_seconds_per_token = (time.perf_counter() - arranging) / cached
         report = lambda row: self._report(row, rows, on_done)  # noqa: E731
