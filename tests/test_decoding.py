@@ -90,3 +90,16 @@ def test_row_decoder_finishes_on_end_token_stop_string_budget_or_halt(tokenizer:
     assert (short.finish, len(short.tokens)) == ("length", 2)
     halted = run(halt_at=1)
     assert (halted.finish, len(halted.tokens)) == ("stop", 1)
+
+
+def test_stop_strings_and_scheduling_import_no_torch() -> None:
+    """The remote backend shares these modules, and the HTTP client must not load torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import toolace_integrations.stops, toolace_integrations.scheduling; "
+        "import toolace_integrations.decoding; print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
