@@ -7,8 +7,9 @@ one worker thread runs them in batches while holding the model lock. What it dec
 - **Coalescing.** The first job waits at most :data:`COALESCE_WINDOW_S` for others (up to
   :data:`PREPARING_WAIT_S` while other callers are still encoding their prompts); then the
   oldest job's group (jobs with the same key: the same temperature and top-p) runs together, up to
-  :data:`MAX_BATCH` rows. Seeded sampling and static caches get groups of their own, so their
-  output is the same as alone.
+  :data:`MAX_BATCH` rows. Constrained and free rows, different tools, budgets and stop strings
+  share a batch (each row has its own grammar matcher and finish rules); seeded sampling and
+  static caches get groups of their own, so their output is the same as alone.
 - **Cost.** Batching never pads a prompt: the engine prefills each row's uncached prompt tokens
   alone, starting from its longest cached prefix (a prefix the rows share is computed once),
   so a batch costs at most the prefill of its rows run one after another. Only decoding is
@@ -23,6 +24,9 @@ one worker thread runs them in batches while holding the model lock. What it dec
   newcomer waits those few tokens. Jobs of another group wait for the running batch to end.
 - **Cancelling.** A caller that leaves stops its own row within a token, while the batch goes on
   for the others; a caller queued behind the lock is dropped without ever running.
+
+Limits: a newcomer's prefill runs while the batch it joins waits (no chunked prefill), and the
+remote backend's batches are whole ``generate_batch`` calls (the server schedules them).
 
 Lifetime: the worker thread exits after :data:`IDLE_S` seconds without work and holds only a
 weak reference to its scheduler while idle; a backend without a scheduler of its own (the
