@@ -74,6 +74,9 @@ class TransformersEngine:
         )
         pad = self.model.generation_config.pad_token_id
         self.pad_id = int(pad if pad is not None else self.stop_token_ids[0])
+        self._runner = Runner(
+            self.model, self.prefix_cache, self.pad_id, self.stop_token_ids, self._logits_processors
+        )
         self.scheduler = Scheduler(self)
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
@@ -171,6 +174,7 @@ class TransformersEngine:
     def run(self, jobs: Sequence[Job], should_yield: ShouldYield, done: Done) -> None:
         """Run ``jobs`` as one batch (called by the scheduler, holding the model lock)."""
         by_row = {id(job.state): job for job in jobs}
+        self._runner.prefix_cache = self.prefix_cache  # benchmarks swap stores on one engine
         try:
             self._runner.run(
                 [job.state for job in jobs],
@@ -179,12 +183,6 @@ class TransformersEngine:
             )
         except torch.OutOfMemoryError as error:
             raise GenerationError(OOM_ADVICE) from error
-
-    @property
-    def _runner(self) -> Runner:
-        return Runner(
-            self.model, self.prefix_cache, self.pad_id, self.stop_token_ids, self._logits_processors
-        )
 
     def _logits_processors(self, rows: Sequence[Row]) -> LogitsProcessorList:
         if all(row.matcher is None for row in rows):
