@@ -12,7 +12,10 @@ chat template), then measures, with variants interleaved and medians over repeat
 (a) ``chat.run_chat`` (the path ``invoke`` takes) vs ``apply_chat_template`` + ``generate``;
 (b) a 5-step agent loop over a ~4k-token tool prompt, prefix cache on vs off;
 (c) 8 prompts through ``generate_batch`` vs one by one vs raw left-padded ``generate``;
-(d) peak memory of two consumers of one checkpoint vs one, in fresh interpreters.
+(d) peak memory of two consumers of one checkpoint vs one, in fresh interpreters;
+(e) 8 concurrent agent steps (``asyncio.gather`` of ``ainvoke``) vs 8 sequential ones, in mixes
+    of tool sets, lengths and constraints; then 1, 8 and 16 agents x 5 steps: total and TTFT;
+(f) the stream decoder on a 2,000-token answer, incremental vs re-decoding every token.
 
 Greedy outputs are compared as a sanity check. The stop tokens are suppressed during (a)-(c) so
 both sides always generate exactly the requested number of tokens.
@@ -41,6 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import _cases  # noqa: E402
+import _concurrency  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from _harness import (  # noqa: E402
@@ -64,11 +68,15 @@ FULL = {
     "a": {"tokens": 128, "repeats": 5},
     "b": {"target_tokens": 4000, "min_tools": 30, "steps": 5, "tokens": 16, "repeats": 3},
     "c": {"tokens": 48, "repeats": 3},
+    "e": {"repeats": 2, "agents": (1, 8, 16), "steps": 5},
+    "f": {"tokens": 2000, "repeats": 3},
 }
 QUICK = {
     "a": {"tokens": 24, "repeats": 2},
     "b": {"target_tokens": 800, "min_tools": 5, "steps": 3, "tokens": 8, "repeats": 1},
     "c": {"tokens": 24, "repeats": 2},
+    "e": {"repeats": 1, "agents": (1, 4), "steps": 2},
+    "f": {"tokens": 300, "repeats": 1},
 }
 
 
@@ -196,7 +204,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (~1 minute)")
     parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
     parser.add_argument(
-        "--only", default="abcd", help="which benchmarks to run, e.g. 'ab' (default: abcd)"
+        "--only", default="abcdef", help="which benchmarks to run, e.g. 'ab' (default: all)"
     )
     parser.add_argument(
         "--threads",
@@ -228,6 +236,12 @@ def main() -> None:
         if "c" in args.only:
             print("(c) batching ...", flush=True)
             sections.append(_cases.batching(engine, **settings["c"]))
+        if "f" in args.only:
+            print("(f) stream decoder ...", flush=True)
+            sections.append(_concurrency.stream_decoder(engine, **settings["f"]))
+    if "e" in args.only:
+        print("(e) concurrent agent steps ...", flush=True)
+        sections.append(_concurrency.agent_steps(folder, **settings["e"]))
     if "d" in args.only:
         print("(d) memory, fresh interpreters ...", flush=True)
         adapters = all(

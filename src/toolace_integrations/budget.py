@@ -1,11 +1,12 @@
 """Make forced calls finish inside ``max_new_tokens``: a logits processor that closes them.
 
 When the answer must be calls (``tool_choice`` required or named, structured output) and the
-grammar is on, :class:`BudgetCloser` follows each row's answer with a
-:class:`~toolace_integrations.closing.Closer`. Once the tokens left are no more than the
-tokens of the shortest closing text plus a margin (what one more free token could open), it
-forces that text, token by token, so the answer ends as valid calls of the bound tools. It runs
-after the grammar's processor and forces a token only where the grammar allows it.
+grammar is on, each row's :class:`CallCloser` follows its answer with a
+:class:`~toolace_integrations.closing.Closer`, and :class:`RowBudgets` applies them. Once the
+tokens left are no more than the tokens of the shortest closing text plus a margin (what one
+more free token could open), it forces that text, token by token, so the answer ends as valid
+calls of the bound tools. It runs after the grammar's processor and forces a token only where
+the grammar allows it.
 
 Notes:
     The closing text is tokenized on its own; with byte-level BPE tokenizers (Llama 3's) its
@@ -27,7 +28,7 @@ from toolace_integrations.generation import GenerationRequest
 from toolace_integrations.schema_values import Kind, Schemas
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
-__all__ = ["BudgetCloser", "budget_closer", "closed_early", "forced"]
+__all__ = ["CallCloser", "RowBudgets", "call_closer", "forced"]
 
 _GROWTH_DEPTH = 4
 
@@ -37,8 +38,13 @@ def forced(choice: ToolChoice | None) -> bool:
     return choice is not None and choice.mode in ("required", "named")
 
 
-class _Row:
-    """One batch row: its closer, undecoded token ids and the closing tokens being forced."""
+class CallCloser:
+    """One row's closer: the answer read so far and the closing tokens being forced.
+
+    Attributes:
+        fed: How many of the row's tokens were read.
+        closed: Whether it forced a token (the answer was closed early).
+    """
 
     def __init__(self, tokenizer: Any, tools: Sequence[FunctionSpec], choice: ToolChoice) -> None:
         self.tokenizer = tokenizer
@@ -46,8 +52,12 @@ class _Row:
         self.pending: list[int] = []
         self.plan: list[int] | None = None
         self.margin = _margin(tokenizer, tools, choice)
+        self.fed = 0
+        self.closed = False
 
     def feed(self, token: int) -> None:
+        """Read the row's next generated token."""
+        self.fed += 1
         if self.plan and self.plan[0] == token:
             self.plan.pop(0)
         elif self.plan is not None:
@@ -59,6 +69,7 @@ class _Row:
             self.pending = []
 
     def next_token(self, remaining: int) -> int | None:
+        """The token to force with ``remaining`` tokens left, or ``None`` to leave it free."""
         if self.plan is None and not self.pending:
             closing = self.closer.closing()
             if closing is None:
@@ -70,67 +81,41 @@ class _Row:
         return self.plan[0] if self.plan else None
 
 
-class BudgetCloser(LogitsProcessor):
-    """Forces the shortest closing of a forced call list once the token budget needs it.
+def call_closer(tokenizer: Any, request: GenerationRequest) -> CallCloser | None:
+    """The closer of ``request``'s answer, or ``None`` when it need not be calls."""
+    choice = request.grammar_choice
+    if choice is None or not forced(choice):
+        return None
+    return CallCloser(tokenizer, request.tools, choice)
 
-    Args:
-        tokenizer: The model's tokenizer.
-        rows: Per batch row, the ``(tools, choice)`` its grammar enforces, or ``None`` to
-            leave the row alone.
-        max_new_tokens: The generation's token budget.
 
-    Single use, like the grammar's processor: make a new one for every ``generate()``.
-    ``closed_early[i]`` tells whether row ``i`` was closed by this processor.
+class RowBudgets(LogitsProcessor):
+    """Forces the shortest closing of each forced row's call list once its budget needs it.
+
+    ``rows`` are the runner's rows (each with ``closer`` and ``decoder``); it runs after the
+    grammar's processor, so a forced token is always one the grammar allows.
     """
 
-    def __init__(
-        self,
-        tokenizer: Any,
-        rows: Sequence[tuple[Sequence[FunctionSpec], ToolChoice] | None],
-        max_new_tokens: int,
-    ) -> None:
-        self._rows = [None if row is None else _Row(tokenizer, *row) for row in rows]
-        self._budget = max_new_tokens
-        self._start: int | None = None
-        self.closed_early = [False] * len(rows)
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self.rows = rows
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:
-        """Read each row's last token; force the next closing token where the budget needs it."""
-        if self._start is None:
-            self._start = input_ids.shape[1]
-        generated = input_ids.shape[1] - self._start
-        for index, row in enumerate(self._rows):
-            if row is None:
+        """Read each row's new tokens; force the next closing token where the budget needs it."""
+        for index, row in enumerate(self.rows):
+            closer: CallCloser | None = row.closer
+            if closer is None or row.decoder.done:
                 continue
-            if generated:
-                row.feed(int(input_ids[index, -1]))
-            token = row.next_token(self._budget - generated)
+            tokens = row.decoder.tokens
+            while closer.fed < len(tokens):
+                closer.feed(tokens[closer.fed])
+            token = closer.next_token(row.decoder.remaining)
             if token is None or not torch.isfinite(scores[index, token]):
                 continue
             keep = scores[index, token].clone()
             scores[index, :] = -torch.inf
             scores[index, token] = keep
-            self.closed_early[index] = True
+            closer.closed = True
         return scores
-
-
-def budget_closer(tokenizer: Any, requests: Sequence[GenerationRequest]) -> BudgetCloser:
-    """The processor for a batch of constrained requests (rows not forced are left alone)."""
-    rows = [
-        (r.tools, r.grammar_choice)
-        if r.grammar_choice is not None and forced(r.grammar_choice)
-        else None
-        for r in requests
-    ]
-    return BudgetCloser(tokenizer, rows, requests[0].sampling.max_new_tokens)
-
-
-def closed_early(processors: Sequence[Any], rows: int) -> list[bool]:
-    """Per row, whether a :class:`BudgetCloser` among ``processors`` closed it."""
-    for processor in processors:
-        if isinstance(processor, BudgetCloser):
-            return list(processor.closed_early)
-    return [False] * rows
 
 
 def _margin(tokenizer: Any, tools: Sequence[FunctionSpec], choice: ToolChoice) -> int:

@@ -9,13 +9,12 @@ path: a non-streaming call is the stream, consumed.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
-import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TypeVar
 
 from toolace_integrations.generation import (
@@ -29,6 +28,7 @@ from toolace_integrations.grammar import tool_call_grammar
 from toolace_integrations.incremental import CallDelta, CallStream
 from toolace_integrations.parsing import ParsedOutput, parse_tool_calls
 from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, render_messages
+from toolace_integrations.scheduling import scheduler_for
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 _T = TypeVar("_T")
@@ -202,105 +202,30 @@ def run_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
 async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
     """One assistant turn, awaited; turns requested together run as one batch.
 
-    Concurrent calls (``asyncio.gather`` of ``ainvoke``s, agents running side by side) that
-    arrive within :data:`COALESCE_WINDOW_S` of each other are generated as one left-padded batch
-    and each caller gets its own result. A turn that arrives alone runs as a single prompt.
-    Cancelling the awaiting task stops generation once every caller in its batch has gone.
+    The prompt is encoded and its grammar compiled in a worker thread, then the backend's
+    scheduler (:mod:`toolace_integrations.scheduling`) runs the turn, batched with concurrent
+    ones (``asyncio.gather`` of ``ainvoke``s, agents running side by side), joining a running
+    batch at its next token. Cancelling the awaiting task (``asyncio.wait_for`` timing out)
+    stops this turn within a token, while the batch goes on for the others.
     """
     cancel = threading.Event()
-    # A backend with its own ``submit`` (a server) schedules requests itself: no client batch.
-    submit = getattr(backend, "submit", None) or _coalescer(backend).submit
-    future: Future[GenerationResult] = submit(request, cancel)
-    done = asyncio.wrap_future(future)
+    future: Future[GenerationResult] | None = None
     try:
-        result = await asyncio.shield(done)
+        if (submit := getattr(backend, "submit", None)) is not None:
+            future = submit(request, cancel)  # a server batches requests itself
+        else:
+            scheduler = scheduler_for(backend)
+            prepare = partial(scheduler.prepare, request, cancel)
+            future = await asyncio.to_thread(scheduler.start, prepare)
+        result = await asyncio.shield(asyncio.wrap_future(future))
     except asyncio.CancelledError:
         cancel.set()
-        if not future.cancel():  # already generating: wait until it stops, within a token
+        if future is not None and not future.cancel():  # generating: it stops within a token
             with suppress(BaseException):
-                await done
+                await asyncio.wrap_future(future)
         raise
     # Parsing checks arguments against schemas (bounded, but up to a second): off the loop.
     return await asyncio.to_thread(_chat_result, backend.model_name, request, result)
-
-
-COALESCE_WINDOW_S = 0.005
-"""How long the first of several concurrent async turns waits for others to join its batch."""
-COALESCE_MAX_BATCH = 16
-
-_Pending = tuple[GenerationRequest, threading.Event, "Future[GenerationResult]"]
-
-
-class _EveryoneLeft(threading.Event):
-    """A cancel flag for a batch: set once every caller in it has cancelled."""
-
-    def __init__(self, callers: Sequence[threading.Event]) -> None:
-        super().__init__()
-        self._callers = callers
-
-    def is_set(self) -> bool:
-        return all(caller.is_set() for caller in self._callers)
-
-    def set(self) -> None:
-        for caller in self._callers:
-            caller.set()
-
-
-class _Coalescer:
-    """A queue in front of one backend that gathers concurrent requests into batches."""
-
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
-        self._pending: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="toolace-batcher", daemon=True).start()
-
-    def submit(
-        self, request: GenerationRequest, cancel: threading.Event
-    ) -> Future[GenerationResult]:
-        future: Future[GenerationResult] = Future()
-        self._pending.put((request, cancel, future))
-        return future
-
-    def _serve(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            deadline = time.monotonic() + COALESCE_WINDOW_S
-            while len(batch) < COALESCE_MAX_BATCH and (wait := deadline - time.monotonic()) > 0:
-                try:
-                    batch.append(self._pending.get(timeout=wait))
-                except queue.Empty:
-                    break
-            live = [item for item in batch if item[2].set_running_or_notify_cancel()]
-            if not live:
-                continue
-            try:
-                results = self._backend.generate_batch(
-                    [request for request, _, _ in live], _EveryoneLeft([c for _, c, _ in live])
-                )
-            except BaseException as error:
-                if len(live) == 1:
-                    live[0][2].set_exception(error)
-                    continue
-                # One caller's bad request (e.g. too long) must not fail its neighbours.
-                for request, cancel, future in live:
-                    try:
-                        future.set_result(self._backend.generate_batch([request], cancel)[0])
-                    except BaseException as single_error:  # handed to its caller
-                        future.set_exception(single_error)
-                continue
-            for (_, _, future), result in zip(live, results, strict=True):
-                future.set_result(result)
-
-
-_coalescers: dict[int, _Coalescer] = {}
-_coalescers_lock = threading.Lock()
-
-
-def _coalescer(backend: Backend) -> _Coalescer:
-    with _coalescers_lock:
-        if id(backend) not in _coalescers:
-            _coalescers[id(backend)] = _Coalescer(backend)
-        return _coalescers[id(backend)]
 
 
 def run_chat_batch(backend: Backend, requests: Sequence[GenerationRequest]) -> list[ChatTurn]:

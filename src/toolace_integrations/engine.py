@@ -4,57 +4,50 @@ The engine knows tokenizers and models, not agent frameworks: it takes role/cont
 (rendered by :mod:`toolace_integrations.prompt`) and returns text with a finish reason and token
 counts. Loaded models are shared per process, keyed by everything that changes the weights in
 memory, so every chat model or LLM pointing at the same checkpoint reuses one copy.
+
+Every call (sync, async, streamed, batched) becomes a job of the engine's
+:class:`~toolace_integrations.scheduling.Scheduler`, which decides what runs together; the
+:class:`~toolace_integrations.runner.Runner` runs it on the model.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import importlib
 import os
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    GenerationConfig,
-    LogitsProcessorList,
-    PreTrainedModel,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
-from transformers.generation.streamers import BaseStreamer
-from transformers.utils import logging as hf_logging
+from transformers import LogitsProcessorList
 
-from toolace_integrations.budget import budget_closer, closed_early
-from toolace_integrations.encoding import PromptEncoder, load_tokenizer, offline_advice
+from toolace_integrations.budget import RowBudgets, call_closer
+from toolace_integrations.decoding import RowDecoder
+from toolace_integrations.encoding import PromptEncoder, load_tokenizer
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
 from toolace_integrations.generation import (
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelSpec,
     SamplingParams,
     StreamEvent,
 )
+from toolace_integrations.loading import OOM_ADVICE, load_model, stop_token_ids
 from toolace_integrations.prefix_cache import PrefixCache
-
-_END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
+from toolace_integrations.runner import Row, RowGrammars, Runner
+from toolace_integrations.scheduling import Done, Job, Scheduler, ShouldYield
 
 
 class TransformersEngine:
-    """A tokenizer and model loaded once, generating under a lock so threads can share it.
+    """A tokenizer and model loaded once, shared by every thread and coroutine through a scheduler.
 
     Use :func:`load_engine` rather than the constructor, so the same checkpoint loads once.
 
     Args:
         spec: What to load.
         prefix_cache_entries: Key/value caches kept for prompt-prefix reuse (0 turns it off);
-            by default ``TOOLACE_PREFIX_CACHE_ENTRIES`` or 4.
+            by default ``TOOLACE_PREFIX_CACHE_ENTRIES`` or 16 (enough for concurrent agents).
         prefix_cache_bytes: Memory those caches may hold together; by default
             ``TOOLACE_PREFIX_CACHE_BYTES`` or 2 GiB.
     """
@@ -69,7 +62,7 @@ class TransformersEngine:
         self.spec = spec
         self.tokenizer = load_tokenizer(spec.model, spec.revision)
         self.encoder = PromptEncoder(self.tokenizer)
-        self.model: Any = _load_model(spec)
+        self.model: Any = load_model(spec)
         self.model.eval()
         embeddings: Any = self.model.get_input_embeddings()
         rows = int(embeddings.weight.shape[0])
@@ -79,15 +72,20 @@ class TransformersEngine:
                 f"only {rows} tokens: they do not belong together. Load both from one checkpoint."
             )
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
-        self.stop_token_ids = _stop_token_ids(self.tokenizer, self.model)
+        self.stop_token_ids = stop_token_ids(self.tokenizer, self.model)
         if prefix_cache_entries is None:
-            prefix_cache_entries = int(os.environ.get("TOOLACE_PREFIX_CACHE_ENTRIES", 4))
+            prefix_cache_entries = int(os.environ.get("TOOLACE_PREFIX_CACHE_ENTRIES", 16))
         if prefix_cache_bytes is None:
             prefix_cache_bytes = int(os.environ.get("TOOLACE_PREFIX_CACHE_BYTES", 2 * 1024**3))
         self.prefix_cache = PrefixCache(
             self.model.config, max_entries=prefix_cache_entries, max_bytes=prefix_cache_bytes
         )
-        self._generate_lock = threading.Lock()
+        pad = self.model.generation_config.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.stop_token_ids[0])
+        self._runner = Runner(
+            self.model, self.prefix_cache, self.pad_id, self.stop_token_ids, self._logits_processors
+        )
+        self.scheduler = Scheduler(self)
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
 
@@ -95,6 +93,11 @@ class TransformersEngine:
     def model_name(self) -> str:
         """The id or path the model was loaded from."""
         return self.spec.model
+
+    @property
+    def _generate_lock(self) -> threading.Lock:
+        """Held while the model generates (the scheduler's model lock)."""
+        return self.scheduler.model_lock
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The full prompt text the chat template renders for ``messages``."""
@@ -113,32 +116,17 @@ class TransformersEngine:
         token and frees the model for the next caller.
         """
         halt = _Halt(cancel)
-        prompt_ids = self._checked_prompt(request)
-        decoder = _IncrementalDecoder(self.tokenizer, request.sampling.stop, halt)
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["result"] = self._generate_ids(request, prompt_ids, decoder, halt)
-            except BaseException as error:  # re-raised in the consumer thread below
-                outcome["error"] = error
-            finally:
-                decoder.events.put(None)
-
-        worker = threading.Thread(target=run, name="toolace-generate", daemon=True)
-        worker.start()
+        events: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        future = self.scheduler.start(lambda: self.prepare(request, halt, events))
+        future.add_done_callback(lambda _: events.put(None))
         try:
-            while (delta := decoder.events.get()) is not None:
+            while (delta := events.get()) is not None:
                 yield StreamEvent(delta)
         finally:
             halt.set()
-            worker.join()
-        error = outcome.get("error")
-        if isinstance(error, torch.OutOfMemoryError):
-            raise GenerationError(_OOM_ADVICE) from error
-        if error is not None:
-            raise error
-        yield StreamEvent(decoder.flush(), replace(outcome["result"], text=decoder.final_text()))
+            future.exception()  # waits, within a token, for the model to let go of this row
+        result = future.result()
+        yield StreamEvent("", result)
 
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -152,166 +140,68 @@ class TransformersEngine:
     def generate_batch(
         self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
     ) -> list[GenerationResult]:
-        """Run prompts with equal sampling settings as one left-padded ``generate`` call.
+        """Several requests at once, each as it would come out alone (greedy is identical).
 
-        Requests with different sampling settings, and constrained and free requests, are grouped,
-        one ``generate`` per group. A
-        group of one takes the single-prompt path, which reuses cached prompt prefixes.
+        Rows decode together where their sampling settings allow (see
+        :mod:`toolace_integrations.scheduling`); each reuses its longest cached prompt prefix.
         """
-        results: dict[int, GenerationResult] = {}
-        groups: dict[tuple[SamplingParams, bool], list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault((request.sampling, request.grammar_choice is None), []).append(index)
-        for indices in groups.values():
-            batch = [requests[i] for i in indices]
-            if len(batch) == 1:
-                outputs = [self.generate(batch[0], cancel)]
-            else:
-                outputs = self._generate_group(batch, cancel or threading.Event())
-            for index, result in zip(indices, outputs, strict=True):
-                results[index] = result
-        return [results[i] for i in range(len(requests))]
+        jobs = [self.prepare(request, _Halt(cancel)) for request in requests]
+        return [future.result() for future in self.scheduler.submit(*jobs)]
 
-    def _generate_group(
-        self, requests: Sequence[GenerationRequest], cancel: threading.Event
-    ) -> list[GenerationResult]:
-        prompts = [self._checked_prompt(request) for request in requests]
-        sampling = requests[0].sampling
-        width = max(len(p) for p in prompts)
-        pad = self.model.generation_config.pad_token_id
-        pad_id = int(pad if pad is not None else self.stop_token_ids[0])
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        processors = self._logits_processors(requests)
-        with self._model_turn(cancel) as granted, torch.inference_mode():
-            if not granted:
-                return [GenerationResult("", "stop", len(p), 0) for p in prompts]
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            try:
-                output = self.model.generate(
-                    input_ids=input_ids.to(self.model.device),
-                    attention_mask=attention.to(self.model.device),
-                    generation_config=self._generation_config(sampling, pad_id),
-                    logits_processor=processors,
-                    stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
-                )
-            except torch.OutOfMemoryError as error:
-                raise GenerationError(_OOM_ADVICE) from error
-        results = []
-        closed = closed_early(processors, len(prompts))
-        for prompt, row, shut in zip(
-            prompts, output.sequences[:, width:].tolist(), closed, strict=True
-        ):
-            tokens = _until_stop(row, self.stop_token_ids)
-            decoded = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            text, stopped = _cut_at_stop(decoded, sampling.stop)
-            ended = stopped or len(tokens) < len(row)
-            count = len(tokens) + (len(tokens) < len(row))
-            finish: FinishReason = "stop" if ended and not shut else "length"
-            results.append(GenerationResult(text, finish, len(prompt), count, closed_early=shut))
-        return results
-
-    def _checked_prompt(self, request: GenerationRequest) -> list[int]:
-        prompt_ids = self.encode(request.messages)
-        if self.context_window and len(prompt_ids) >= self.context_window:
-            raise PromptTooLongError(
-                len(prompt_ids), self.context_window, request.sampling.max_new_tokens
-            )
-        return prompt_ids
-
-    def _generate_ids(
+    def prepare(
         self,
         request: GenerationRequest,
-        prompt_ids: list[int],
-        decoder: _IncrementalDecoder,
         cancel: threading.Event,
-    ) -> GenerationResult:
+        events: queue.SimpleQueue[str | None] | None = None,
+    ) -> Job:
+        """Encode, check and compile the grammar for ``request`` (in the caller's thread)."""
+        prompt_ids = self.encode(request.messages)
         sampling = request.sampling
-        max_new_tokens = sampling.max_new_tokens
+        if self.context_window and len(prompt_ids) >= self.context_window:
+            raise PromptTooLongError(len(prompt_ids), self.context_window, sampling.max_new_tokens)
+        budget = sampling.max_new_tokens
         if self.context_window:
-            max_new_tokens = min(max_new_tokens, self.context_window - len(prompt_ids))
-        pad = self.model.generation_config.pad_token_id
-        pad_id = int(pad if pad is not None else self.stop_token_ids[0])
-        config = self._generation_config(
-            replace(sampling, max_new_tokens=max_new_tokens, stop=(), seed=None), pad_id
+            budget = min(budget, self.context_window - len(prompt_ids))
+        decoder = RowDecoder(
+            self.tokenizer, sampling.stop, self.stop_token_ids, budget, cancel, events
         )
-        processors = self._logits_processors([request])
-        with self._model_turn(cancel) as granted, torch.inference_mode():
-            if not granted:
-                return GenerationResult("", "stop", len(prompt_ids), 0)
-            reuse_prefixes = sampling.reuse_prefix and sampling.cache_implementation is None
-            hit = self.prefix_cache.lookup(prompt_ids) if reuse_prefixes else None
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            output = self.model.generate(
-                input_ids=torch.tensor([prompt_ids], device=self.model.device),
-                attention_mask=torch.ones(
-                    1, len(prompt_ids), dtype=torch.long, device=self.model.device
-                ),
-                generation_config=config,
-                logits_processor=processors,
-                stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
-                streamer=decoder,
-                cache=hit.cache if hit else None,
-            )
-            generated = output.sequences[0, len(prompt_ids) :].tolist()
-            cache = output.cache
-            covered = len(prompt_ids) + len(generated) - 1
-            if reuse_prefixes and cache is not None and cache.get_seq_length() == covered:
-                self.prefix_cache.store(
-                    prompt_ids + generated[:-1], cache, prompt_tokens=len(prompt_ids)
-                )
-        tokens = _until_stop(generated, self.stop_token_ids)
-        hit_stop = len(tokens) < len(generated) or decoder.stopped
-        finish: FinishReason = "stop" if hit_stop or len(generated) < max_new_tokens else "length"
-        closed = closed_early(processors, 1)[0]
-        return GenerationResult(
-            "", "length" if closed else finish, len(prompt_ids), len(generated),
-            hit.reused_tokens if hit else 0, closed,
-        )  # fmt: skip
+        matcher = None
+        if request.grammar_choice is not None:
+            from toolace_integrations.grammar import tool_call_grammar
 
-    @contextmanager
-    def _model_turn(self, cancel: threading.Event) -> Iterator[bool]:
-        """Hold the model for one generation; ``False`` if ``cancel`` came first.
+            grammar = self._grammar_constraint()
+            compiled = grammar.compile(tool_call_grammar(request.tools, request.grammar_choice))
+            matcher = importlib.import_module("xgrammar").GrammarMatcher(compiled)
+        closer = call_closer(self.tokenizer, request) if matcher is not None else None
+        row = Row(prompt_ids, sampling, decoder, matcher, closer)
+        alone = sampling.cache_implementation is not None or (
+            bool(sampling.temperature) and sampling.seed is not None
+        )
+        key: Hashable = object() if alone else _sampling_key(sampling)
+        return Job(request, cancel, row, key, preemptible=not alone)
 
-        A caller queued behind another generation can give up without ever running.
-        """
-        while not self._generate_lock.acquire(timeout=0.02):
-            if cancel.is_set():
-                yield False
-                return
+    def run(self, jobs: Sequence[Job], should_yield: ShouldYield, done: Done) -> None:
+        """Run ``jobs`` as one batch (called by the scheduler, holding the model lock)."""
+        by_row = {id(job.state): job for job in jobs}
+        self._runner.prefix_cache = self.prefix_cache  # benchmarks swap stores on one engine
         try:
-            yield True
-        finally:
-            self._generate_lock.release()
+            self._runner.run(
+                [job.state for job in jobs],
+                should_yield=should_yield,
+                on_done=lambda row, now: done(by_row[id(row)], row.result(), now),
+            )
+        except torch.OutOfMemoryError as error:
+            raise GenerationError(OOM_ADVICE) from error
 
-    def _generation_config(self, sampling: SamplingParams, pad_id: int) -> GenerationConfig:
-        sample = bool(sampling.temperature)
-        return GenerationConfig(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=sample,
-            temperature=sampling.temperature if sample else None,
-            top_p=sampling.top_p if sample else None,
-            top_k=None,
-            eos_token_id=list(self.stop_token_ids),
-            pad_token_id=pad_id,
-            return_dict_in_generate=True,
-            cache_implementation=sampling.cache_implementation,
-        )
-
-    def _logits_processors(self, requests: Sequence[GenerationRequest]) -> LogitsProcessorList:
-        constrained = [(r.tools, r.grammar_choice) for r in requests if r.grammar_choice]
-        if not constrained:
+    def _logits_processors(self, rows: Sequence[Row]) -> LogitsProcessorList:
+        if all(row.matcher is None for row in rows):
             return LogitsProcessorList()
-        if len(constrained) != len(requests):
-            raise ValueError("a batch must be constrained for every row or for none")
-        grammar = self._grammar_constraint()
-        budget = budget_closer(self.tokenizer, requests)
-        if len(requests) == 1:
-            tools, choice = constrained[0]
-            return LogitsProcessorList([grammar.logits_processor(tools, choice), budget])
-        return LogitsProcessorList([grammar.batch_logits_processor(constrained), budget])
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        xgrammar = importlib.import_module("xgrammar")
+        processors = LogitsProcessorList([RowGrammars(rows, xgrammar, vocab_size)])
+        if any(row.closer is not None for row in rows):
+            processors.append(RowBudgets(rows))  # after the grammar: it forces allowed tokens
+        return processors
 
     def _grammar_constraint(self) -> Any:
         with self._grammar_lock:
@@ -323,57 +213,11 @@ class TransformersEngine:
             return self._grammar
 
 
-class _IncrementalDecoder(BaseStreamer):
-    """Turns token ids from ``generate`` into text deltas and watches for stop strings."""
-
-    def __init__(self, tokenizer: Any, stop: Sequence[str], cancel: threading.Event) -> None:
-        self.tokenizer = tokenizer
-        self.stop = tuple(stop)
-        self.cancel = cancel
-        self.events: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.stopped = False
-        self._prompt_seen = False
-        self._ids: list[int] = []
-        self._sent = 0
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self._ids += value.reshape(-1).tolist()
-        self._emit(final=False)
-
-    def end(self) -> None:
-        """Called by ``generate`` at the end; :meth:`flush` sends what is left."""
-
-    def flush(self) -> str:
-        """The text not yet sent as a delta."""
-        return self._emit(final=True, to_queue=False)
-
-    def final_text(self) -> str:
-        """The whole answer, cut at the first stop string."""
-        return _cut_at_stop(self._decoded(), self.stop)[0]
-
-    def _decoded(self) -> str:
-        text: str = self.tokenizer.decode(self._ids, skip_special_tokens=True)
-        return text
-
-    def _emit(self, *, final: bool, to_queue: bool = True) -> str:
-        text = self._decoded()
-        if self.stop:
-            text, found = _cut_at_stop(text, self.stop)
-            if found:
-                self.stopped = True
-                self.cancel.set()
-                final = True
-        if not final:
-            text = text.rstrip("\ufffd")
-            held = max((len(s) - 1 for s in self.stop), default=0)
-            text = text[: max(self._sent, len(text) - held)]
-        delta, self._sent = text[self._sent :], max(self._sent, len(text))
-        if delta and to_queue:
-            self.events.put(delta)
-        return delta
+def _sampling_key(sampling: SamplingParams) -> Hashable:
+    """Rows decode together when ``generate`` would sample them the same way."""
+    if not sampling.temperature:
+        return ("greedy",)
+    return ("sample", sampling.temperature, sampling.top_p)
 
 
 class _Halt(threading.Event):
@@ -388,38 +232,6 @@ class _Halt(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or (self._cancel is not None and self._cancel.is_set())
-
-
-class _CancelCriteria(StoppingCriteria):
-    def __init__(self, cancel: threading.Event) -> None:
-        self.cancel = cancel
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> Any:
-        done = self.cancel.is_set()
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    cuts = [text.find(s) for s in stop if s and s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-def _until_stop(tokens: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
-    for index, token in enumerate(tokens):
-        if token in stop_ids:
-            return list(tokens[:index])
-    return list(tokens)
-
-
-def _stop_token_ids(tokenizer: Any, model: PreTrainedModel) -> tuple[int, ...]:
-    ids: list[int] = []
-    eos = model.generation_config.eos_token_id
-    ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
-    vocab = tokenizer.get_vocab()
-    ids += [vocab[token] for token in _END_TOKENS if token in vocab]
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return tuple(dict.fromkeys(int(i) for i in ids))
 
 
 _engines: dict[str, TransformersEngine] = {}
@@ -450,64 +262,9 @@ def unload_engine(engine: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _load_model(spec: ModelSpec) -> PreTrainedModel:
-    cuda = torch.cuda.is_available()
-    known_dtype = isinstance(getattr(torch, spec.dtype or "", None), torch.dtype)
-    if spec.dtype not in (None, "auto") and not known_dtype:
-        raise ModelLoadError(
-            f"dtype={spec.dtype!r} is not a torch dtype; use 'bfloat16' (GPU), 'float16', "
-            "'float32' (CPU) or 'auto' (the checkpoint's own)."
-        )
-    if not cuda and "cuda" in json.dumps(spec.device_map, default=str):
-        raise ModelLoadError(
-            f"device_map={spec.device_map!r} asks for CUDA, but this torch build sees no CUDA GPU "
-            f"(torch {torch.__version__}). Install a CUDA build of torch, or leave device_map "
-            "unset to run on the CPU."
-        )
-    options: dict[str, Any] = {
-        "dtype": spec.dtype or ("bfloat16" if cuda else "float32"),
-        "device_map": spec.device_map or ("auto" if cuda else None),
-        "trust_remote_code": False,
-        **spec.model_kwargs,
-    }
-    for name in ("revision", "attn_implementation", "quantization_config"):
-        if getattr(spec, name) is not None:
-            options[name] = getattr(spec, name)
-    try:
-        with _quiet_progress():
-            model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(spec.model, **options)
-    except torch.OutOfMemoryError as error:
-        raise GenerationError(_OOM_ADVICE) from error
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{offline_advice(spec.model)} Cause: {error}") from error
-    except (TypeError, ImportError) as error:  # a load option nothing accepts; a missing extra
-        raise ModelLoadError(
-            f"Loading {spec.model!r} failed on its options ({type(error).__name__}: {error}). "
-            "Check model_kwargs (and quantization_config), and install any package named here."
-        ) from error
-    except Exception as error:  # e.g. safetensors' SafetensorError on corrupt weights
-        raise ModelLoadError(
-            f"Could not load the weights of {spec.model!r} ({type(error).__name__}: {error}). "
-            "The files may be corrupt or incomplete: download them again."
-        ) from error
-    return model
+def _reset_after_fork() -> None:
+    global _engines_lock
+    _engines_lock = threading.Lock()
 
 
-@contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """No "Loading weights" bar unless the user made transformers' logging INFO or chattier."""
-    quiet = hf_logging.get_verbosity() > logging.INFO and hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet:
-            hf_logging.enable_progress_bar()
-
-
-_OOM_ADVICE = (
-    "The GPU ran out of memory. Load the model 4-bit or 8-bit "
-    "(model_kwargs={'quantization_config': BitsAndBytesConfig(load_in_4bit=True)}), lower "
-    "max_new_tokens, shorten the conversation, or set device_map='auto' to spread layers."
-)
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -7,14 +7,16 @@ answer; the next prompt then needs prefill only for the tokens past the longest 
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import DynamicCache, PretrainedConfig
+from transformers import DynamicCache, DynamicLayer, PretrainedConfig
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,40 @@ class CacheHit:
 
     cache: DynamicCache
     reused_tokens: int
+
+
+class RoomyLayer(DynamicLayer):
+    """A cache layer with room preallocated: new tokens are written in place, not concatenated.
+
+    ``DynamicLayer`` copies the whole cache on every token (``torch.cat``); with long tool
+    prompts that copy costs more than the model step itself. Past the room it grows by doubling.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self._room_keys, self._room_values = keys, values
+        self.keys, self.values = keys[..., :length, :], values[..., :length, :]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new keys and values after the cached ones; return all of them."""
+        cached: Any = self.keys
+        start = cached.shape[-2]
+        end = start + key_states.shape[-2]
+        if end > self._room_keys.shape[-2]:
+            grown = max(end, 2 * self._room_keys.shape[-2])
+            for name in ("_room_keys", "_room_values"):
+                old = getattr(self, name)
+                new = old.new_zeros((*old.shape[:2], grown, old.shape[3]))
+                new[..., :start, :] = old[..., :start, :]
+                setattr(self, name, new)
+        self._room_keys[..., start:end, :] = key_states
+        self._room_values[..., start:end, :] = value_states
+        self.keys = self._room_keys[..., :end, :]
+        self.values = self._room_values[..., :end, :]
+        return self.keys, self.values
 
 
 def _cache_bytes(cache: DynamicCache) -> int:
@@ -59,6 +95,11 @@ class PrefixCache:
         self._min_reuse_tokens = min_reuse_tokens
         self._entries: OrderedDict[tuple[int, ...], tuple[DynamicCache, int, int]] = OrderedDict()
         self._lock = threading.Lock()
+        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a lock another parent thread held would never be released."""
+        self._lock = threading.Lock()
 
     @property
     def size_bytes(self) -> int:
@@ -66,13 +107,17 @@ class PrefixCache:
         with self._lock:
             return sum(size for _, size, _ in self._entries.values())
 
-    def lookup(self, prompt_ids: Sequence[int]) -> CacheHit | None:
+    def lookup(
+        self, prompt_ids: Sequence[int], *, take: bool = True, room: int = 0
+    ) -> CacheHit | None:
         """A private cache sharing the longest prefix with ``prompt_ids``.
 
         At least the prompt's last token is always left for prefill, so ``generate`` has logits.
         When the prompt continues the conversation an entry was stored for (it reuses that
-        entry's whole prompt), the entry is handed over, cropped, instead of copied: the cache
-        stored after this generation supersedes it. Otherwise the entry is copied and kept.
+        entry's whole prompt) and ``take`` is set, the entry is handed over, cropped, instead of
+        copied: the cache stored after this generation supersedes it. Otherwise the entry is
+        copied and kept (rows of one batch copy, since several may share an entry), into
+        layers with space for ``room`` tokens in all, so the prefill that follows copies nothing.
         """
         with self._lock:
             best_key, best_length = None, 0
@@ -84,7 +129,7 @@ class PrefixCache:
             if best_key is None or reused < self._min_reuse_tokens:
                 return None
             source, _, prompt_length = self._entries[best_key]
-            if reused >= prompt_length:
+            if take and reused >= prompt_length:
                 del self._entries[best_key]
                 extra = source.get_seq_length() - reused
                 if extra:
@@ -94,11 +139,13 @@ class PrefixCache:
             cache = DynamicCache(config=self._config)
             layers: list[Any] = list(source.layers)
             for index, layer in enumerate(layers):
-                cache.update(
-                    layer.keys[..., :reused, :].clone(),
-                    layer.values[..., :reused, :].clone(),
-                    index,
+                keys = layer.keys.new_empty(
+                    (*layer.keys.shape[:2], max(room, reused), layer.keys.shape[3])
                 )
+                values = layer.values.new_empty((*keys.shape[:3], layer.values.shape[3]))
+                keys[..., :reused, :] = layer.keys[..., :reused, :]
+                values[..., :reused, :] = layer.values[..., :reused, :]
+                cache.layers[index] = RoomyLayer(keys, values, reused)
             return CacheHit(cache, reused)
 
     def store(
@@ -128,6 +175,17 @@ class PrefixCache:
         """Drop every cache."""
         with self._lock:
             self._entries.clear()
+
+
+_live: weakref.WeakSet[PrefixCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_live):
+        cache._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
