@@ -59,7 +59,9 @@ async def test_a_request_arriving_mid_batch_joins_it_and_the_long_answer_is_unch
         joined = await asyncio.wait_for(long, DEADLINE)
     assert short.content == short_alone.content
     assert joined.content == alone.content
-    assert joined.usage_metadata == alone.usage_metadata
+    counts = ("input_tokens", "output_tokens")  # cache reads depend on what ran before
+    assert joined.usage_metadata and alone.usage_metadata
+    assert [joined.usage_metadata[k] for k in counts] == [alone.usage_metadata[k] for k in counts]
 
 
 async def test_a_timed_out_caller_leaves_its_running_batch_within_a_few_tokens(

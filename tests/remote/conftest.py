@@ -21,12 +21,13 @@ from toolace_integrations.vllm_server import VLLMServer, VLLMStartError
 
 @pytest.fixture(scope="session")
 def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The tiny checkpoint with hidden size 128: vLLM-CPU needs a head size of 32 or more.
+    """The tiny checkpoint with Meta's Llama-3.1 tokenizer and hidden size 128.
 
-    It uses the tiny byte-level tokenizer; to run these tests on the real Llama-3 tokenizer,
-    pass make_tiny_toolace's tokenizer option here (the only place to change).
+    vLLM-CPU needs a head size of 32 or more; the real 128k vocabulary makes the ids on the
+    wire, the grammar's token masks and the server's detokenization those of ToolACE-8B.
     """
-    return make_tiny_toolace(Path(tmp_path_factory.mktemp("vllm-model")), hidden=128)
+    folder = Path(tmp_path_factory.mktemp("vllm-model"))
+    return make_tiny_toolace(folder, hidden=128, tokenizer="llama3")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from _servers import Proxy
 
+import toolace_integrations.engine as engine_module
 from toolace_integrations import remote as remote_module
 from toolace_integrations.chat import build_request, run_chat, stream_chat
 from toolace_integrations.engine import TransformersEngine
@@ -112,8 +113,18 @@ def test_greedy_free_answer_equals_the_local_engine(
     ids=["auto", "any", "named", "any-single", "none"],
 )
 def test_greedy_constrained_answer_equals_the_local_engine(
-    proxy: Proxy, remote: RemoteBackend, vllm_engine: TransformersEngine, choice: ToolChoice
+    proxy: Proxy,
+    remote: RemoteBackend,
+    vllm_engine: TransformersEngine,
+    choice: ToolChoice,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Same ids, same grammar, same greedy answer.
+
+    vLLM cannot close a forced call list early near the budget (docs/vllm.md), so the local
+    answer it is compared with is decoded without that closing too.
+    """
+    monkeypatch.setattr(engine_module, "call_closer", lambda tokenizer, request: None)
     request = build_request(CONVERSATION, [UNIT, WEATHER], tool_choice=choice, sampling=_long())
     here, there = run_chat(vllm_engine, request), run_chat(remote, request)
     assert proxy.bodies[-1]["structured_outputs"] == {
