@@ -151,6 +151,18 @@ class StreamEvent:
     result: GenerationResult | None = None
 
 
+class EveryoneLeft(threading.Event):
+    """A batch's cancel flag: set once every caller in it has cancelled."""
+
+    def __init__(self, callers: Sequence[threading.Event]) -> None:
+        super().__init__()
+        self._callers = callers
+
+    def is_set(self) -> bool:
+        """Whether every caller has cancelled."""
+        return all(caller.is_set() for caller in self._callers)
+
+
 class Backend(Protocol):
     """What adapters need from an engine; the local and remote backends both provide it."""
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from toolace_integrations.generation import GenerationRequest, GenerationResult
+from toolace_integrations.generation import EveryoneLeft, GenerationRequest, GenerationResult
 
 __all__ = ["GATHER_WINDOW_S", "RequestGatherer"]
 
@@ -22,17 +22,6 @@ GATHER_WINDOW_S = 0.005
 
 _Batch = Callable[[Sequence[GenerationRequest], threading.Event], list[GenerationResult]]
 _Item = tuple[GenerationRequest, threading.Event, "Future[GenerationResult]"]
-
-
-class _EveryoneLeft(threading.Event):
-    """A batch's cancel flag: set once every caller in it has cancelled."""
-
-    def __init__(self, callers: Sequence[threading.Event]) -> None:
-        super().__init__()
-        self._callers = callers
-
-    def is_set(self) -> bool:
-        return all(caller.is_set() for caller in self._callers)
 
 
 class RequestGatherer:
@@ -79,7 +68,7 @@ class RequestGatherer:
     def _run(self, items: Sequence[_Item]) -> None:
         requests = [request for request, _, _ in items]
         try:
-            results = self._generate_batch(requests, _EveryoneLeft([c for _, c, _ in items]))
+            results = self._generate_batch(requests, EveryoneLeft([c for _, c, _ in items]))
         except BaseException as error:  # one caller's bad request must not fail the others
             if len(items) == 1:
                 items[0][2].set_exception(error)

@@ -47,7 +47,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from toolace_integrations.errors import GenerationError
-from toolace_integrations.generation import Backend, GenerationRequest, GenerationResult
+from toolace_integrations.generation import (
+    Backend,
+    EveryoneLeft,
+    GenerationRequest,
+    GenerationResult,
+)
 
 COALESCE_WINDOW_S = 0.005
 """How long the first job waits for others to join its batch."""
@@ -259,17 +264,6 @@ def _resolve(future: Future[GenerationResult], outcome: Outcome) -> None:
         future.set_result(outcome)
 
 
-class _EveryoneLeft(threading.Event):
-    """A cancel flag for a whole batch: set once every caller in it has cancelled."""
-
-    def __init__(self, callers: Sequence[threading.Event]) -> None:
-        super().__init__()
-        self._callers = callers
-
-    def is_set(self) -> bool:
-        return all(caller.is_set() for caller in self._callers)
-
-
 class _WholeBatches:
     """A batcher for backends that batch on their own (``generate_batch``, e.g. the remote one).
 
@@ -288,7 +282,7 @@ class _WholeBatches:
             raise GenerationError("the backend was closed while calls were waiting for it")
         requests = [job.request for job in jobs]
         try:
-            results = backend.generate_batch(requests, _EveryoneLeft([j.cancel for j in jobs]))
+            results = backend.generate_batch(requests, EveryoneLeft([j.cancel for j in jobs]))
         except BaseException as error:
             if len(jobs) == 1:
                 done(jobs[0], error, False)
