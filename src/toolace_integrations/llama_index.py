@@ -383,8 +383,11 @@ def _tool_call(name: Any, arguments: Any, call_id: Any) -> ToolCall:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as error:
-            raise PromptError(f"Arguments of the {name!r} call are not JSON: {error}") from error
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise PromptError(
+                f"Arguments of the {name!r} call are not JSON a tool can take "
+                f"({type(error).__name__}: {error}); pass them as a JSON object."
+            ) from error
     arguments = dict(arguments or {})
     return (
         ToolCall(str(name), arguments, str(call_id)) if call_id else ToolCall(str(name), arguments)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from toolace_integrations.errors import ToolACEError
 from toolace_integrations.generation import GenerationRequest
 from toolace_integrations.parsing import parse_tool_calls
+from toolace_integrations.stops import StopScanner
 
 __all__ = [
     "Answer",
@@ -105,9 +106,7 @@ class Answer:
     """
 
     def __init__(self, stop: Sequence[str]) -> None:
-        self.stop = tuple(s for s in stop if s)
-        self.text = ""
-        self.sent = 0
+        self._scanner = StopScanner(stop)
         self.finish: str | None = None
         self.usage: dict[str, Any] = {}
         self.stopped = False
@@ -152,13 +151,16 @@ class Answer:
             raise MalformedAnswer(f"choices is not a list of objects: {str(choices)[:200]!r}")
         if usage:
             self.usage = dict(usage)
+        delta = ""
         for choice in choices:
             text, finish = choice.get("text") or "", choice.get("finish_reason")
             if not isinstance(text, str) or not isinstance(finish, (str, type(None))):
                 raise MalformedAnswer(f"a choice has no text: {str(choice)[:200]!r}")
-            self.text += text
             self.finish = finish or self.finish
-        return self._delta(final=False)
+            delta += self._scanner.feed(text)
+        if self._scanner.stopped:
+            self.stopped = self.done = True
+        return delta
 
     def read(
         self, lines: Iterable[str], cancelled: Callable[[], bool] | None = None
@@ -179,20 +181,14 @@ class Answer:
         if self.finish is None:
             raise MalformedAnswer("the stream ended before the answer finished (no [DONE])")
 
+    @property
+    def text(self) -> str:
+        """The answer so far, cut at a stop string once one appears."""
+        return self._scanner.text + self._scanner.held
+
     def flush(self) -> str:
         """The text not yet shown."""
-        return self._delta(final=True)
-
-    def _delta(self, *, final: bool) -> str:
-        cuts = [self.text.find(s) for s in self.stop if s in self.text]
-        if cuts:
-            self.text, self.stopped, self.done, final = self.text[: min(cuts)], True, True, True
-        shown = self.text
-        if not final:
-            held = max((len(s) - 1 for s in self.stop), default=0)
-            shown = shown[: max(self.sent, len(shown) - held)]
-        delta, self.sent = shown[self.sent :], max(self.sent, len(shown))
-        return delta
+        return self._scanner.flush()
 
 
 def read_completion(text: str, answers: Sequence[Answer]) -> None:

@@ -52,6 +52,11 @@ class StopScanner:
         self._held = window[len(window) - keep :]
         return self._release(window[: len(window) - keep])
 
+    @property
+    def held(self) -> str:
+        """Text seen but not yet released (it may begin a stop string)."""
+        return self._held
+
     def flush(self) -> str:
         """Release what is still held back (the stream ended without a stop string)."""
         held, self._held = self._held, ""

@@ -162,6 +162,23 @@ def test_replayed_arguments_the_syntax_cannot_write_are_refused(
     assert forwards.calls == 0
 
 
+def test_llama_index_arguments_as_json_text_nested_too_deep_are_refused(
+    li: ToolACELLM, forwards: ForwardCounter
+) -> None:
+    """LlamaIndex stores replayed arguments as JSON text; 100,000 levels is beyond ``json``."""
+    deep = '{"q": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": deep}}  # fmt: skip
+    messages = [
+        ChatMessage(role="user", content="Look up 'cat'."),
+        ChatMessage(role="assistant", content="", additional_kwargs={"tool_calls": [call]}),
+        ChatMessage(role="tool", content="ok", additional_kwargs={"tool_call_id": "call_1"}),
+    ]
+    with pytest.raises(ToolACEError, match="Arguments of the 'lookup' call are not JSON"):
+        li.chat(messages)
+    assert forwards.calls == 0
+
+
 def test_tokenizer_larger_than_the_model_is_refused_at_load(
     tiny_model_path: str, tmp_path: Path
 ) -> None:
