@@ -1,5 +1,6 @@
 """The tokenizer-sensitive paths on the real Llama-3.1 tokenizer (Meta's 128,256-token vocab)."""
 
+import shutil
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -207,3 +208,46 @@ async def test_llama_index_function_agent_runs_the_tool(tiny_llama3_model_path: 
     assert recorded and recorded[0]["unidad"] in ("celsius", "fahrenheit")
     assert isinstance(recorded[0]["año_bisiesto"], bool)
     assert output.response.content == "unidad fijada"
+
+
+@pytest.fixture(scope="module")
+def official_checkpoint(
+    tiny_llama3_model_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The tiny real-vocabulary model, shipping the official Llama-3.1 chat template."""
+    from transformers import AutoTokenizer
+
+    folder = shutil.copytree(tiny_llama3_model_path, tmp_path_factory.mktemp("official") / "m")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = llama31_chat_template()
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_adapters_opt_into_the_checkpoint_template(official_checkpoint: str) -> None:
+    """``use_checkpoint_template=True`` sends exactly the ids of the template's own rendering."""
+    from langchain_core.messages import HumanMessage
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from toolace_integrations.langchain import ChatToolACE
+    from toolace_integrations.llama_index import ToolACELLM
+
+    question = "What is the area of a triangle of base 10 and height 5?"
+    lc = ChatToolACE(model=official_checkpoint, use_checkpoint_template=True, max_tokens=2)
+    reference = lc._encoder().tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=True, add_generation_prompt=True
+    )
+    answer = lc.invoke([HumanMessage(question)])
+    assert answer.usage_metadata and answer.usage_metadata["input_tokens"] == len(
+        reference["input_ids"]
+    )
+    assert lc.get_num_tokens_from_messages([HumanMessage(question)]) == len(reference["input_ids"])
+    default = ChatToolACE(model=official_checkpoint, max_tokens=2).invoke([HumanMessage(question)])
+    assert default.usage_metadata and default.usage_metadata["input_tokens"] != len(
+        reference["input_ids"]
+    )
+    li = ToolACELLM(model=official_checkpoint, use_checkpoint_template=True, max_tokens=2)
+    response = li.chat([ChatMessage(role="user", content=question)])
+    assert response.raw["usage"]["prompt_tokens"] == len(reference["input_ids"])
+    with pytest.raises(PromptError, match="special-token text"):
+        lc.invoke([HumanMessage(INJECTION)])

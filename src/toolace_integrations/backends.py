@@ -14,11 +14,10 @@ import json
 import threading
 import weakref
 from collections.abc import Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from toolace_integrations.encoding import PromptEncoder, load_tokenizer
+from toolace_integrations.encoding import PromptEncoder, cached_encoder
 from toolace_integrations.generation import Backend, ModelSpec, resolve_model
 
 __all__ = ["checkpoint_context_window", "connect", "prompt_encoder", "release"]
@@ -80,14 +79,11 @@ def connect(
     return RemoteBackend(base_url, model, revision=revision, api_key=api_key, **remote)
 
 
-@lru_cache(maxsize=8)
-def _encoder(model: str, revision: str | None) -> PromptEncoder:
-    return PromptEncoder(load_tokenizer(model, revision))
-
-
-def prompt_encoder(model: str, revision: str | None = None) -> PromptEncoder:
+def prompt_encoder(
+    model: str, revision: str | None = None, *, checkpoint_template: bool = False
+) -> PromptEncoder:
     """The checkpoint's tokenizer, loaded alone (no weights), cached per model and revision."""
-    return _encoder(resolve_model(model), revision)
+    return cached_encoder(resolve_model(model), revision, checkpoint_template)
 
 
 def checkpoint_context_window(model: str, revision: str | None = None) -> int | None:

@@ -81,6 +81,7 @@ def build_request(
     sampling: SamplingParams | None = None,
     system_template: str = DEFAULT_SYSTEM_TEMPLATE,
     constrained: bool = True,
+    checkpoint_template: bool = False,
 ) -> GenerationRequest:
     """Render a conversation into a request; with ``constrained``, the grammar enforces choice.
 
@@ -91,6 +92,7 @@ def build_request(
         sampling: Decoding settings.
         system_template: ToolACE's system prompt with a ``{functions}`` placeholder.
         constrained: Constrain decoding to valid calls of the bound tools (needs xgrammar).
+        checkpoint_template: Encode with the checkpoint's own chat template.
 
     Raises:
         GrammarTooLargeError: the grammar would be too large to compile (see ``grammar``).
@@ -102,6 +104,7 @@ def build_request(
         tuple(tools),
         (tool_choice or ToolChoice()) if tools else None,
         constrained=constrained and bool(tools),
+        checkpoint_template=checkpoint_template,
     )
     if request.grammar_choice is not None:  # refused here, not on the thread that compiles
         tool_call_grammar(request.tools, request.grammar_choice)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from toolace_integrations.errors import ModelLoadError
@@ -148,3 +149,12 @@ class PromptEncoder:
 def _count(text: str, tokens: Sequence[str]) -> int:
     """Occurrences of the (longest-first) ``tokens`` in ``text``."""
     return len(re.findall("|".join(map(re.escape, tokens)), text)) if tokens else 0
+
+
+@lru_cache(maxsize=16)
+def cached_encoder(
+    model: str, revision: str | None = None, checkpoint_template: bool = False
+) -> PromptEncoder:
+    """The encoder of ``model``'s tokenizer, loaded alone (no weights) once per process."""
+    tokenizer = load_tokenizer(model, revision)
+    return PromptEncoder(tokenizer, use_checkpoint_template=checkpoint_template)

@@ -62,6 +62,7 @@ class TransformersEngine:
         self.spec = spec
         self.tokenizer = load_tokenizer(spec.model, spec.revision)
         self.encoder = PromptEncoder(self.tokenizer)
+        self._template_encoder: PromptEncoder | None = None
         self.model: Any = load_model(spec)
         self.model.eval()
         embeddings: Any = self.model.get_input_embeddings()
@@ -155,7 +156,7 @@ class TransformersEngine:
         events: queue.SimpleQueue[str | None] | None = None,
     ) -> Job:
         """Encode, check and compile the grammar for ``request`` (in the caller's thread)."""
-        prompt_ids = self.encode(request.messages)
+        prompt_ids = self._encoder(request).encode(request.messages)
         sampling = request.sampling
         if self.context_window and len(prompt_ids) >= self.context_window:
             raise PromptTooLongError(len(prompt_ids), self.context_window, sampling.max_new_tokens)
@@ -192,6 +193,13 @@ class TransformersEngine:
             )
         except torch.OutOfMemoryError as error:
             raise GenerationError(OOM_ADVICE) from error
+
+    def _encoder(self, request: GenerationRequest) -> PromptEncoder:
+        if not request.checkpoint_template:
+            return self.encoder
+        if self._template_encoder is None:  # raises if the checkpoint ships no template
+            self._template_encoder = PromptEncoder(self.tokenizer, use_checkpoint_template=True)
+        return self._template_encoder
 
     def _logits_processors(self, rows: Sequence[Row]) -> LogitsProcessorList:
         if all(row.matcher is None for row in rows):

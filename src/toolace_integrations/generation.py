@@ -117,6 +117,9 @@ class GenerationRequest:
         tools: The bound tools.
         tool_choice: What the model may answer with; ``None`` means text only (no tools).
         constrained: Enforce ``tool_choice`` over ``tools`` with the tool-call grammar.
+        checkpoint_template: Encode with the checkpoint's own chat template instead of the
+            layout BFCL scored ToolACE-8B with (see
+            :class:`~toolace_integrations.encoding.PromptEncoder`).
     """
 
     messages: tuple[Mapping[str, str], ...]
@@ -124,6 +127,7 @@ class GenerationRequest:
     tools: tuple[FunctionSpec, ...] = ()
     tool_choice: ToolChoice | None = None
     constrained: bool = False
+    checkpoint_template: bool = False
 
     @property
     def grammar_choice(self) -> ToolChoice | None:

@@ -26,12 +26,11 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any, Literal
 
 import httpx
 
-from toolace_integrations.encoding import PromptEncoder, load_tokenizer
+from toolace_integrations.encoding import PromptEncoder, cached_encoder
 from toolace_integrations.errors import PromptTooLongError
 from toolace_integrations.generation import (
     FinishReason,
@@ -67,11 +66,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GrammarParam = Literal["structured_outputs", "none"]
-
-
-@lru_cache(maxsize=8)
-def _encoder(name: str, revision: str | None) -> PromptEncoder:
-    return PromptEncoder(load_tokenizer(name, revision))
 
 
 class RemoteBackend:
@@ -181,9 +175,11 @@ class RemoteBackend:
         """The prompt the chat template renders; the same text the local engine renders."""
         return self._encoder().prompt_text(messages)
 
-    def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    def prompt_ids(
+        self, messages: Sequence[Mapping[str, str]], *, checkpoint_template: bool = False
+    ) -> list[int]:
         """The prompt token ids sent to the server; the ids the local engine generates from."""
-        return self._encoder().encode(messages)
+        return self._encoder(checkpoint_template).encode(messages)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -317,7 +313,10 @@ class RemoteBackend:
         self, requests: Sequence[GenerationRequest], *, stream: bool
     ) -> tuple[list[list[int]], dict[str, Any]]:
         """The prompt ids and the request body; ``requests`` share sampling and grammar."""
-        prompts = [self.prompt_ids(r.messages) for r in requests]
+        prompts = [
+            self.prompt_ids(r.messages, checkpoint_template=r.checkpoint_template)
+            for r in requests
+        ]
         sampling = requests[0].sampling
         max_tokens = sampling.max_new_tokens
         if self.context_window:
@@ -432,5 +431,5 @@ class RemoteBackend:
                 self._client = httpx.Client(timeout=self.timeout, limits=limits)
             return self._client
 
-    def _encoder(self) -> PromptEncoder:
-        return _encoder(self.tokenizer_name, self.revision)
+    def _encoder(self, checkpoint_template: bool = False) -> PromptEncoder:
+        return cached_encoder(self.tokenizer_name, self.revision, checkpoint_template)

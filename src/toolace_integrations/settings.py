@@ -138,6 +138,11 @@ class ToolACESettings(BaseModel):
     constrained_decoding: bool = Field(
         default=True, description="Constrain output to valid calls of bound tools (xgrammar)."
     )
+    use_checkpoint_template: bool = Field(
+        default=False,
+        description="Render prompts with the checkpoint's own chat template instead of the "
+        "layout BFCL scored ToolACE-8B with; content spelling special tokens is refused.",
+    )
     context_window: int | None = Field(
         default=None,
         gt=0,
@@ -249,7 +254,9 @@ class ToolACESettings(BaseModel):
 
     def _encoder(self) -> PromptEncoder:
         """The checkpoint's tokenizer alone, for prompt text and token counts without weights."""
-        return prompt_encoder(self.model, self.revision)
+        return prompt_encoder(
+            self.model, self.revision, checkpoint_template=self.use_checkpoint_template
+        )
 
     def _context_size(self) -> int | None:
         """Tokens the model attends to: the setting, a loaded backend's, else config.json's."""
@@ -329,6 +336,7 @@ class ToolACESettings(BaseModel):
             sampling=sampling,
             system_template=self.system_template,
             constrained=self.constrained_decoding,
+            checkpoint_template=self.use_checkpoint_template,
         )
 
     def _refuse_call_arguments(self, options: Mapping[str, Any]) -> None:
