@@ -26,7 +26,8 @@ from toolace_integrations import chat
 from toolace_integrations.chat import ChatTurn
 from toolace_integrations.engine import GenerationRequest, GenerationResult, StreamEvent
 from toolace_integrations.errors import ToolChoiceError, ToolSpecError
-from toolace_integrations.langchain import ChatToolACE, _chunk, _to_ai_message
+from toolace_integrations.langchain import ChatToolACE, _to_ai_message
+from toolace_integrations.langchain_stream import to_chunk
 from toolace_integrations.parsing import InvalidCall, ParsedOutput, ToolCall
 from toolace_integrations.prompt import PromptError
 
@@ -411,7 +412,7 @@ def test_invalid_calls_map_to_invalid_tool_calls() -> None:
         ("get_time", 'get_time(city="Rome")', "call_b", "not in enum"),
         (None, '{"name": "get_time"}', "call_c", "expected a call"),
     ]
-    last = _chunk("", message)
+    last = to_chunk("", message)
     assert last is not None and isinstance(last.message, AIMessageChunk)
     streamed = last.message
     assert _calls(streamed) == _calls(message)  # the JSON-looking invalid call stays invalid

@@ -2,13 +2,14 @@
 
 Prompt rendering, generation, grammar and parsing live in :mod:`toolace_integrations.chat` and
 below, the settings in :mod:`toolace_integrations.settings` (shared with LlamaIndex's
-``ToolACELLM``), message conversion in :mod:`toolace_integrations.langchain_messages`.
+``ToolACELLM``), message conversion in :mod:`toolace_integrations.langchain_messages`, the
+streamed turn in :mod:`~toolace_integrations.langchain_stream` and the batch callbacks in
+:mod:`~toolace_integrations.langchain_batch`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import (
     AsyncIterator,
@@ -18,30 +19,24 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing, closing, suppress
+from contextlib import aclosing, closing
 from functools import partial
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import (
     Runnable,
     RunnableConfig,
 )
-from langchain_core.runnables.config import get_config_list
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from langchain_core.utils.json import parse_partial_json
-from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel, Field
 
 from toolace_integrations import chat
@@ -50,22 +45,21 @@ from toolace_integrations.errors import (
     UnknownArgumentError,
 )
 from toolace_integrations.generation import Backend, GenerationRequest
-from toolace_integrations.incremental import CallDelta
+from toolace_integrations.langchain_batch import end_runs, shared_config, start_runs
 from toolace_integrations.langchain_messages import (
+    openai_tools,
     response_format_tool,
     structured_output,
     to_message,
     unique_tools,
 )
 from toolace_integrations.langchain_messages import to_ai_message as _to_ai_message
-from toolace_integrations.partial_json import breaking_suffix
+from toolace_integrations.langchain_stream import Piece, to_chunk, turn_pieces
 from toolace_integrations.settings import ToolACESettings, require_messages
 from toolace_integrations.tools import normalize_tools, resolve_tool_choice
 
 __all__ = ["ChatToolACE"]
 
-_T = TypeVar("_T")
-_Piece = tuple[chat.ChatEvent, AIMessage | None]
 # Call arguments LangChain itself adds (bind, with_structured_output); taken and dropped.
 _FRAMEWORK_ARGUMENTS = ("stream", "ls_structured_output_format", "structured_output_format")
 
@@ -155,7 +149,7 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             **kwargs: Call arguments such as ``tools=[...]`` (any tool ``bind_tools`` takes).
         """
         conversation = self._convert_input(messages).to_messages()
-        request, _, _ = self._request(conversation, None, _openai_tools(kwargs))
+        request, _, _ = self._request(conversation, None, openai_tools(kwargs))
         return self._encoder().prompt_text(request.messages)
 
     def get_token_ids(self, text: str) -> list[int]:
@@ -181,7 +175,7 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             else m
             for m in messages
         ]
-        request, _, _ = self._request(named, None, _openai_tools({"tools": tools}))
+        request, _, _ = self._request(named, None, openai_tools({"tools": tools}))
         return len(self._encoder().encode(request.messages)) if request.messages else 0
 
     def bind_tools(
@@ -261,31 +255,14 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         ``return_exceptions`` is set, or a cache or rate limiter is configured. Batched
         generation cannot be cancelled midway.
         """
-        shared = self._shared_config(inputs, config, return_exceptions)
+        shared = shared_config(self, inputs, config, return_exceptions)
         if shared is None:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
         config = shared
         stop = kwargs.pop("stop", None)
         conversations = [self._convert_input(item).to_messages() for item in inputs]
         prepared = [self._prepare(conversation, stop, kwargs) for conversation in conversations]
-        manager = CallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            {**config.get("metadata", {}), **self._get_ls_params(stop=stop, **kwargs)},
-            self.metadata,
-        )
-        runs = manager.on_chat_model_start(
-            self._serialized,
-            conversations,
-            invocation_params=self._get_invocation_params(stop=stop, **kwargs),
-            options={"stop": stop},
-            name=config.get("run_name"),
-            run_id=config.get("run_id"),
-            batch_size=len(conversations),
-        )
+        runs = start_runs(self, config, conversations, stop, kwargs)
         try:
             results = chat.run_chat_batch(prepared[0][0], [request for _, request, _ in prepared])
         except BaseException as error:
@@ -293,9 +270,7 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
                 run.on_llm_error(error)
             raise
         messages = [_to_ai_message(r, p[2]) for r, p in zip(results, prepared, strict=True)]
-        for run, message in zip(runs, messages, strict=True):
-            message.id = f"{LC_ID_PREFIX}-{run.run_id}"
-            run.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]))
+        end_runs(runs, messages)
         return messages
 
     async def abatch(
@@ -307,7 +282,7 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         **kwargs: Any,
     ) -> list[AIMessage]:
         """:meth:`batch` in a worker thread, so the event loop keeps running."""
-        if self._shared_config(inputs, config, return_exceptions) is None:
+        if shared_config(self, inputs, config, return_exceptions) is None:
             return await super().abatch(
                 inputs, config, return_exceptions=return_exceptions, **kwargs
             )
@@ -336,7 +311,9 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         try:
             with closing(self._turn(messages, stop, kwargs, cancel)) as turn:
                 for event, message in turn:
-                    if (chunk := _chunk(event.content, message, event.calls, streamed)) is not None:
+                    if (
+                        chunk := to_chunk(event.content, message, event.calls, streamed)
+                    ) is not None:
                         if run_manager:
                             run_manager.on_llm_new_token(event.content, chunk=chunk)
                         yield chunk
@@ -368,7 +345,7 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         streamed: dict[str, tuple[int, str]] = {}
         async with aclosing(pieces) as turn:
             async for event, message in turn:
-                if (chunk := _chunk(event.content, message, event.calls, streamed)) is not None:
+                if (chunk := to_chunk(event.content, message, event.calls, streamed)) is not None:
                     if run_manager:
                         await run_manager.on_llm_new_token(event.content, chunk=chunk)
                     yield chunk
@@ -379,28 +356,9 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         stop: list[str] | None,
         kwargs: dict[str, Any],
         cancel: threading.Event,
-    ) -> Generator[_Piece, None, None]:
-        """The one generation path: ``(event, None)`` pieces, then ``(last, final message)``.
-
-        Call pieces of the ``response_format`` answer tool are dropped: that call becomes the
-        final message's content, not a tool call.
-        """
-        backend, request, answer_tool = self._prepare(messages, stop, kwargs)
-        shown = ""
-        answers: set[str] = set()
-        stream = chat.stream_chat(backend, request, cancel)  # a generator: close() stops it
-        with closing(cast("Generator[chat.ChatEvent, None, None]", stream)) as events:
-            for event in events:
-                answers |= {c.id for c in event.calls if c.name and c.name == answer_tool}
-                calls = tuple(c for c in event.calls if c.id not in answers)
-                if event.result is None:
-                    shown += event.content
-                    yield chat.ChatEvent(event.content, calls=calls), None
-                    continue
-                message = _to_ai_message(event.result, answer_tool)
-                text = str(message.content)
-                tail = text[len(shown) :] if text.startswith(shown) else event.content
-                yield chat.ChatEvent(tail, calls=calls), message
+    ) -> Generator[Piece, None, None]:
+        """The one generation path: the turn's pieces, the final message last."""
+        yield from turn_pieces(*self._prepare(messages, stop, kwargs), cancel)
 
     def _request(
         self, messages: Sequence[BaseMessage], stop: Any, kwargs: Mapping[str, Any]
@@ -437,76 +395,3 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         require_messages(messages)
         request, answer_tool, model = self._request(messages, stop, kwargs)
         return self._backend(model), request, answer_tool
-
-    def _shared_config(
-        self,
-        inputs: list[LanguageModelInput],
-        config: RunnableConfig | list[RunnableConfig] | None,
-        return_exceptions: bool,
-    ) -> RunnableConfig | None:
-        """The config every input shares when they can run as one batch, else ``None``.
-
-        A cache or rate limiter must see each call, so they rule batching out too.
-        """
-        cache = self.cache if self.cache is not None else get_llm_cache() is not None
-        if len(inputs) < 2 or return_exceptions or cache is not False or self.rate_limiter:
-            return None
-        configs = get_config_list(config, len(inputs))
-        return configs[0] if all(c == configs[0] for c in configs[1:]) else None
-
-
-def _chunk(
-    delta: str,
-    message: AIMessage | None,
-    calls: Sequence[CallDelta] = (),
-    streamed: dict[str, tuple[int, str]] | None = None,
-) -> ChatGenerationChunk | None:
-    """A content and call piece, or the last chunk carrying calls, usage and metadata.
-
-    ``streamed`` maps the id of each call streamed so far to its index and argument text; a
-    streamed call that ends invalid gets a suffix that makes LangChain read it as invalid. Calls
-    the stream never showed arrive whole on the last chunk.
-    """
-    streamed = {} if streamed is None else streamed
-    chunks = []
-    for piece in calls:
-        index, arguments = streamed.get(piece.id, (piece.index, ""))
-        text = breaking_suffix(arguments) if piece.error is not None else piece.arguments
-        streamed[piece.id] = (index, arguments + text)
-        chunks.append(tool_call_chunk(name=piece.name, args=text, id=piece.id, index=index))
-    if message is None:
-        if not (delta or chunks):
-            return None
-        return ChatGenerationChunk(message=AIMessageChunk(content=delta, tool_call_chunks=chunks))
-    fresh = max((index for index, _ in streamed.values()), default=-1) + 1
-    for c in message.tool_calls:
-        if c["id"] not in streamed:
-            chunks.append(
-                tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=fresh)
-            )
-            fresh += 1
-    for bad in message.invalid_tool_calls:
-        if bad["id"] in streamed:
-            continue
-        args = bad["args"] or ""
-        with suppress(Exception):  # LangChain would read a JSON object as a valid call
-            if isinstance(parse_partial_json(args), dict):
-                args = json.dumps(args)
-        chunks.append(tool_call_chunk(name=bad["name"], args=args, id=bad["id"], index=fresh))
-        fresh += 1
-    last = AIMessageChunk(
-        content=delta,
-        tool_call_chunks=chunks,
-        usage_metadata=message.usage_metadata,
-        response_metadata=message.response_metadata,
-        chunk_position="last",
-    )
-    return ChatGenerationChunk(message=last)
-
-
-def _openai_tools(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Call arguments with any ``tools`` as the OpenAI dicts ``bind_tools`` would bind."""
-    options = dict(kwargs)
-    if (tools := options.pop("tools", None)) is not None:
-        options["tools"] = [convert_to_openai_tool(tool) for tool in tools]
-    return options

@@ -164,3 +164,11 @@ def _refuse_truncated(message: AIMessage) -> AIMessage:
         tokens = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
         raise TruncatedOutputError(tokens)
     return message
+
+
+def openai_tools(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Call arguments with any ``tools`` as the OpenAI dicts ``bind_tools`` would bind."""
+    options = dict(kwargs)
+    if (tools := options.pop("tools", None)) is not None:
+        options["tools"] = [convert_to_openai_tool(tool) for tool in tools]
+    return options

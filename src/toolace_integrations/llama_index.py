@@ -1,21 +1,19 @@
 """ToolACE-8B as a LlamaIndex ``FunctionCallingLLM``, running locally through transformers.
 
-This module only maps LlamaIndex types to the framework-neutral core and back: messages to
-:class:`~toolace_integrations.prompt.Message`, tools to OpenAI-shaped dicts, and
-:class:`~toolace_integrations.chat.ChatTurn` to a ``ChatMessage`` whose calls are
-``ToolCallBlock`` records. Rendering, generation, grammar and parsing live in the core.
+This module only maps LlamaIndex types to the framework-neutral core and back; the message,
+tool and response conversions live in :mod:`toolace_integrations.llama_index_messages`.
+Rendering, generation, grammar and parsing live in the core.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.base.llms.generic_utils import (
     achat_to_completion_decorator,
@@ -24,7 +22,6 @@ from llama_index.core.base.llms.generic_utils import (
     stream_chat_to_completion_decorator,
 )
 from llama_index.core.base.llms.types import (
-    AudioBlock,
     ChatMessage,
     ChatResponse,
     ChatResponseAsyncGen,
@@ -32,13 +29,9 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     CompletionResponseAsyncGen,
     CompletionResponseGen,
-    DocumentBlock,
-    ImageBlock,
     LLMMetadata,
     MessageRole,
-    TextBlock,
     ToolCallBlock,
-    VideoBlock,
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -46,16 +39,19 @@ from llama_index.core.llms.llm import ToolSelection
 
 from toolace_integrations.chat import (
     ChatEvent,
-    ChatTurn,
     arun_chat,
     iterate_in_thread,
     stream_chat,
 )
 from toolace_integrations.errors import NoToolCallError, TruncatedOutputError
 from toolace_integrations.generation import Backend, GenerationRequest
-from toolace_integrations.parsing import ToolCall
-from toolace_integrations.partial_json import partial_arguments
-from toolace_integrations.prompt import Message, PromptError, Role
+from toolace_integrations.llama_index_messages import (
+    chat_response,
+    openai_tool,
+    to_message,
+    tool_calls,
+    with_cache_usage,
+)
 from toolace_integrations.settings import ToolACESettings, require_messages
 from toolace_integrations.tools import normalize_tools
 
@@ -64,19 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NoToolCallError", "ToolACELLM"]
 
-_T = TypeVar("_T")
 _DEFAULT_CONTEXT_WINDOW = 131072  # ToolACE-8B (Llama-3.1) max_position_embeddings
-_ROLES: dict[MessageRole, Role] = {
-    MessageRole.SYSTEM: "system",
-    MessageRole.DEVELOPER: "system",
-    MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant",
-    MessageRole.CHATBOT: "assistant",
-    MessageRole.MODEL: "assistant",
-    MessageRole.TOOL: "tool",
-    MessageRole.FUNCTION: "tool",
-}
-_NON_TEXT_BLOCKS = (ImageBlock, AudioBlock, VideoBlock, DocumentBlock)
 
 
 class ToolACELLM(ToolACESettings, FunctionCallingLLM):
@@ -162,8 +146,8 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         request = await asyncio.to_thread(self._build_request, messages, kwargs)
         backend = await asyncio.to_thread(self._load)
         result = await arun_chat(backend, request)
-        response = _chat_response(ChatEvent(result.parsed.content, result), result.parsed.content)
-        return _with_cache_usage(response, result)
+        response = chat_response(ChatEvent(result.parsed.content, result), result.parsed.content)
+        return with_cache_usage(response, result)
 
     @llm_chat_callback()
     async def astream_chat(
@@ -225,7 +209,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         return {
             **kwargs,
             "messages": messages,
-            "tools": [_openai_tool(tool) for tool in tools],
+            "tools": [openai_tool(tool) for tool in tools],
             "tool_choice": tool_choice,
             "parallel_tool_calls": allow_parallel_tool_calls,
         }
@@ -257,7 +241,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         Raises:
             NoToolCallError: there is no call and ``error_on_no_tool_call`` is true.
         """
-        calls = _tool_calls(response.message)
+        calls = tool_calls(response.message)
         if not calls and error_on_no_tool_call:
             raw = response.raw if isinstance(response.raw, Mapping) else {}
             if raw.get("finish_reason") == "length":
@@ -288,13 +272,13 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         """
         options = dict(kwargs)
         options.pop("verbose", None)
-        tools = normalize_tools([_openai_tool(tool) for tool in options.pop("tools", None) or ()])
+        tools = normalize_tools([openai_tool(tool) for tool in options.pop("tools", None) or ()])
         parallel = options.pop("allow_parallel_tool_calls", True)
         parallel = bool(options.pop("parallel_tool_calls", parallel))
         choice = options.pop("tool_choice", None)
         if options.pop("tool_required", False) and choice is None:
             choice = "required"
-        converted = [_to_message(message) for message in messages]
+        converted = [to_message(message) for message in messages]
         return self._core_request(converted, tools, choice, parallel=parallel, options=options)
 
     def _responses(
@@ -310,8 +294,8 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         calls: dict[str, tuple[int, str, str]] = {}  # id: index, name, arguments so far
         for event in stream_chat(self._load(), request, cancel):
             text += event.content
-            response = _chat_response(event, text, calls)
-            yield response if event.result is None else _with_cache_usage(response, event.result)
+            response = chat_response(event, text, calls)
+            yield response if event.result is None else with_cache_usage(response, event.result)
 
     def _stream(
         self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
@@ -329,139 +313,3 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         async with aclosing(responses):
             async for response in responses:
                 yield response
-
-
-def _openai_tool(tool: Any) -> Any:
-    """A LlamaIndex tool as an OpenAI function dict; dicts pass through.
-
-    The tool keeps its own name (``to_openai_tool`` would rewrite ``Market Trends API``), since
-    ToolACE can spell it and agents look the called tool up by that name.
-    """
-    metadata = getattr(tool, "metadata", None)
-    if metadata is None:
-        return tool
-    parameters = metadata.get_parameters_dict()
-    return {"name": metadata.name, "description": metadata.description, "parameters": parameters}
-
-
-def _to_message(message: ChatMessage) -> Message:
-    blocks = [b for b in message.blocks if isinstance(b, _NON_TEXT_BLOCKS)]
-    if blocks:
-        raise PromptError(
-            f"ToolACE-8B reads text only, but a {message.role.value} message holds a "
-            f"{type(blocks[0]).__name__}. Describe it in text or use a multimodal model."
-        )
-    role = _ROLES[message.role]
-    text = message.content or ""
-    extra = message.additional_kwargs
-    if role == "tool":
-        name = extra.get("name") or extra.get("tool_name")
-        return Message("tool", text, tool_call_id=extra.get("tool_call_id"), name=name)
-    if role == "assistant":
-        return Message("assistant", text, tool_calls=tuple(_tool_calls(message)))
-    return Message(role, text)
-
-
-def _tool_calls(message: ChatMessage) -> list[ToolCall]:
-    """Calls from ``ToolCallBlock`` records, else from OpenAI-shaped ``additional_kwargs``."""
-    calls = [
-        _tool_call(b.tool_name, b.tool_kwargs, b.tool_call_id)
-        for b in message.blocks
-        if isinstance(b, ToolCallBlock)
-    ]
-    if calls:
-        return calls
-    for raw in message.additional_kwargs.get("tool_calls") or ():
-        function = _field(raw, "function") or raw
-        calls.append(
-            _tool_call(_field(function, "name"), _field(function, "arguments"), _field(raw, "id"))
-        )
-    return calls
-
-
-def _tool_call(name: Any, arguments: Any, call_id: Any) -> ToolCall:
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise PromptError(
-                f"Arguments of the {name!r} call are not JSON a tool can take "
-                f"({type(error).__name__}: {error}); pass them as a JSON object."
-            ) from error
-    arguments = dict(arguments or {})
-    return (
-        ToolCall(str(name), arguments, str(call_id)) if call_id else ToolCall(str(name), arguments)
-    )
-
-
-def _field(record: Any, key: str) -> Any:
-    return record.get(key) if isinstance(record, Mapping) else getattr(record, key, None)
-
-
-def _chat_response(
-    event: ChatEvent, text: str, calls: dict[str, tuple[int, str, str]] | None = None
-) -> ChatResponse:
-    """A response for ``event``: the text so far and, while streaming, the calls so far.
-
-    ``calls`` carries the streamed calls between events; a partial response holds a
-    ``ToolCallBlock`` per call with the arguments parsed so far (as llama-index's OpenAI LLM
-    streams them), the last response the complete, validated calls.
-    """
-    result = event.result
-    if result is None:
-        calls = {} if calls is None else calls
-        for piece in event.calls:
-            index, name, arguments = calls.get(piece.id, (piece.index, piece.name or "", ""))
-            calls[piece.id] = (index, name, arguments + piece.arguments)
-        blocks: list[Any] = [TextBlock(text=text)]
-        blocks += [
-            ToolCallBlock(tool_call_id=i, tool_name=name, tool_kwargs=partial_arguments(arguments))
-            for i, (_, name, arguments) in sorted(calls.items(), key=lambda item: item[1][0])
-        ]
-        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
-        return ChatResponse(message=message, delta=event.content)
-    parsed = result.parsed
-    blocks = [TextBlock(text=parsed.content)]
-    blocks += [
-        ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments)
-        for c in parsed.calls
-    ]
-    extra: dict[str, Any] = {}
-    if parsed.calls:
-        extra["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-            }
-            for call in parsed.calls
-        ]
-    if parsed.invalid:
-        extra["invalid_tool_calls"] = [
-            {"id": call.id, "name": call.name, "text": call.text, "error": call.error}
-            for call in parsed.invalid
-        ]
-    usage = {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
-    raw: dict[str, Any] = {"text": result.text, "finish_reason": result.finish_reason}
-    raw["usage"] = usage
-    if result.closed_early:
-        raw["closed_early"] = True
-    return ChatResponse(
-        message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra),
-        delta=event.content,
-        raw={**raw, "model": result.model_name},
-        additional_kwargs=usage,
-    )
-
-
-def _with_cache_usage(response: ChatResponse, result: ChatTurn) -> ChatResponse:
-    """Prompt tokens served from the prefix cache, in OpenAI's ``usage`` shape and as a count."""
-    if isinstance(response.raw, dict) and isinstance(response.raw.get("usage"), dict):
-        details = {"cached_tokens": result.cached_prompt_tokens}
-        response.raw["usage"]["prompt_tokens_details"] = details
-    response.additional_kwargs["cached_tokens"] = result.cached_prompt_tokens
-    return response
