@@ -21,25 +21,15 @@ Notes:
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from keyword import iskeyword
-from typing import Any
 
-from toolace_integrations.parsing import (
-    _PARSE_LOCK,
-    InvalidCall,
-    ParsedOutput,
-    ToolCall,
-    _literal,
-    _mint_id,
-    _parse_call,
-    _Reject,
-)
+from toolace_integrations.calls import CallDelta, InvalidCall, ParsedOutput, ToolCall, mint_id
+from toolace_integrations.literals import MAX_DEPTH, Reject, decodable_length, literal_value
+from toolace_integrations.parsing import _parse_call
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 __all__ = ["CallDelta", "CallStream"]
@@ -47,28 +37,6 @@ __all__ = ["CallDelta", "CallStream"]
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.- ")
 _NAME_END = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-_ESCAPE_LENGTH = {"x": 2, "u": 4, "U": 8}
-_OCTAL = frozenset("01234567")
-_MAX_DEPTH = 100
-
-
-@dataclass(frozen=True)
-class CallDelta:
-    """A piece of a streamed call.
-
-    Attributes:
-        index: The call's position in the call list.
-        id: The call's id, the same on every piece and in the final parse.
-        name: The tool name, on the call's first piece only.
-        arguments: The next piece of ``json.dumps(arguments)``.
-        error: Set on a last piece when the call turned out invalid (why).
-    """
-
-    index: int
-    id: str
-    name: str | None = None
-    arguments: str = ""
-    error: str | None = None
 
 
 @dataclass
@@ -227,7 +195,7 @@ class CallStream:
             self._opening, self._opening_at = char, position
         elif char in "([{":
             self._stack.append(char)
-            if len(self._stack) > _MAX_DEPTH:
+            if len(self._stack) > MAX_DEPTH:
                 self._closed = True  # parsing gives up here too: the segment is invalid
             if char == "(" and len(self._stack) == 1 and segment.args_at < 0:
                 self._start_call(segment, position)
@@ -296,7 +264,7 @@ class CallStream:
         segment.args_at = segment.arg_start = position + 1
         name = self._text[segment.start : position].strip()
         if name in self._specs and (self._parallel or segment.index == 0):
-            segment.id, segment.name = _mint_id(), name
+            segment.id, segment.name = mint_id(), name
             self._deltas.append(CallDelta(segment.index, segment.id, name))
 
     def _argument_char(self, segment: _Segment, char: str, position: int) -> None:
@@ -325,7 +293,7 @@ class CallStream:
             if self._text[segment.arg_start : position].strip():
                 segment.frozen = True  # a positional argument, or a dangling "="
             return
-        value = _value(self._text[segment.value_start : position])
+        value = literal_value(self._text[segment.value_start : position])
         piece, sent = (
             None if value is None else json.dumps(value[0]),
             "".join(segment.value_emitted),
@@ -344,7 +312,7 @@ class CallStream:
             return
         try:
             segment.outcome = call = _parse_call(text, self._specs)
-        except _Reject as reject:
+        except Reject as reject:
             segment.outcome = InvalidCall(text, str(reject), reject.name)
             return
         full, sent = json.dumps(call.arguments), "".join(segment.emitted)
@@ -366,53 +334,14 @@ class CallStream:
         """Stream the string value's content up to ``end``, stopping before a partial escape."""
         if not segment.streaming:
             return
-        raw, cut = self._text[segment.decoded_to : end], 0
-        while cut < len(raw):
-            if raw[cut] != "\\":
-                cut += 1
-                continue
-            length = _escape_length(raw, cut)
-            if length is None:
-                break
-            cut += length
+        raw = self._text[segment.decoded_to : end]
+        cut = decodable_length(raw)
         if cut == 0:
             return
         quote = self._text[segment.string_at - 1]
-        value = _value(quote + raw[:cut] + quote)
+        value = literal_value(quote + raw[:cut] + quote)
         if value is None or not isinstance(value[0], str):
             segment.frozen = True
             return
         segment.decoded_to += cut
         self._emit(segment, json.dumps(value[0])[1:-1], value=True)
-
-
-def _escape_length(raw: str, at: int) -> int | None:
-    """Length of the escape at ``raw[at]`` (a backslash), ``None`` if it may not be complete."""
-    if at + 1 >= len(raw):
-        return None
-    kind = raw[at + 1]
-    if kind in _ESCAPE_LENGTH:
-        length = 2 + _ESCAPE_LENGTH[kind]
-        return length if at + length <= len(raw) else None
-    if kind == "N":
-        close = raw.find("}", at)
-        return None if close < 0 else close - at + 1
-    if kind in _OCTAL:
-        digits = 1
-        while digits < 3 and at + 1 + digits < len(raw) and raw[at + 1 + digits] in _OCTAL:
-            digits += 1
-        return 1 + digits if digits == 3 or at + 1 + digits < len(raw) else None
-    return 2
-
-
-def _value(text: str) -> tuple[Any] | None:
-    """The literal value ``text`` spells, as parsing reads it, or ``None``."""
-    try:
-        with _PARSE_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            node = ast.parse("_(" + text + ")", mode="eval").body
-        if not isinstance(node, ast.Call) or len(node.args) != 1 or node.keywords:
-            return None
-        return (_literal(node.args[0]),)
-    except (SyntaxError, ValueError, _Reject, RecursionError, MemoryError):
-        return None

@@ -1,4 +1,4 @@
-"""Parse ToolACE's pythonic call lists into tool calls, and format calls back.
+"""Parse ToolACE's pythonic call lists into tool calls (and re-export the call formatter).
 
 ToolACE-8B answers ``[get_weather(city="Paris"), finance.npv(rate=0.1)]`` or plain text. Names
 are read textually (they may hold dots, hyphens and spaces); each argument list is parsed with
@@ -21,22 +21,21 @@ from __future__ import annotations
 
 import ast
 import json
-import math
-import operator
 import re
-import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from uuid import uuid4
 
 import jsonschema
 from jsonschema.protocols import Validator
 
-from toolace_integrations.errors import CallFormatError, ToolSpecError
-from toolace_integrations.schema import is_argument_name, to_json_schema
+from toolace_integrations.calls import InvalidCall, ParsedOutput, ToolCall
+from toolace_integrations.errors import ToolSpecError
+from toolace_integrations.formatting import format_tool_calls
+from toolace_integrations.literals import MAX_DEPTH, PARSE_LOCK, Reject, literal
+from toolace_integrations.schema import to_json_schema
 from toolace_integrations.tools import FunctionSpec, is_expressible_name, normalize_tools
 from toolace_integrations.validation import (
     BoundedValidator,
@@ -46,62 +45,24 @@ from toolace_integrations.validation import (
     validation_budget,
 )
 
+__all__ = [
+    "MAX_INPUT_CHARS",
+    "InvalidCall",
+    "ParsedOutput",
+    "ToolCall",
+    "format_tool_calls",
+    "looks_like_call_start",
+    "parse_tool_calls",
+]
+
 MAX_INPUT_CHARS = 1_000_000
 """Longer outputs are not parsed (one :class:`InvalidCall` if they look like calls)."""
 
-_MAX_DEPTH, _MAX_CALLS, _MAX_INT_BITS = 100, 1000, 1024
+_MAX_CALLS = 1000
 _FENCE, _AT_END = "```", " at the end of the output"
-_JSON_NAMES: dict[str, Any] = {"true": True, "false": False, "null": None}
 _PYTHON_TAG, _PYTHON_START, _PYTHON_END = "<|python_tag|>", "<|python_start|>", "<|python_end|>"
 _SPECIAL = re.compile(r"[\"'()\[\]{},]")
 _STRING_END = {q: re.compile(r"\\[\s\S]|" + q) for q in ('"', "'", '"""', "'''")}
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_PARSE_LOCK = threading.Lock()
-_OPERATORS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}  # fmt: skip
-
-
-def _mint_id() -> str:
-    return f"call_{uuid4().hex[:24]}"
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A well-formed call: tool name, keyword arguments and a minted, unique id."""
-
-    name: str
-    arguments: dict[str, Any]
-    id: str = field(default_factory=_mint_id)
-
-
-@dataclass(frozen=True)
-class InvalidCall:
-    """A call the model attempted that cannot be used; ``error`` says why."""
-
-    text: str
-    error: str
-    name: str | None = None
-    id: str = field(default_factory=_mint_id)
-
-
-@dataclass(frozen=True)
-class ParsedOutput:
-    """A parsed answer: text ``content``, valid ``calls`` and ``invalid`` attempts."""
-
-    content: str
-    calls: list[ToolCall] = field(default_factory=list)
-    invalid: list[InvalidCall] = field(default_factory=list)
-
-
-class _Reject(Exception):
-    """Why one call is unusable; ``late``: well-formed, but it failed the tool's schema."""
-
-    def __init__(self, message: str, name: str | None = None, *, late: bool = False) -> None:
-        super().__init__(message)
-        self.name, self.late = name, late
 
 
 @dataclass
@@ -174,68 +135,6 @@ def parse_tool_calls(
     return ParsedOutput(content, calls, [failure for failure, _ in failures])
 
 
-def format_tool_calls(calls: Sequence[ToolCall] | Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-    """Write calls in ToolACE's syntax, ``[f(a=1, b="x"), g()]``; the inverse of parsing.
-
-    Values are bounded as the parser bounds them: 100 levels deep, ints of 1024 bits.
-
-    Raises:
-        CallFormatError: a name or argument name the syntax cannot spell, or a value that is
-            not JSON-like (str, finite number, bool, None, list, dict with string keys) or is
-            beyond those bounds. It is a ``ValueError`` and a ``TypeError``.
-    """
-    parts = []
-    for call in calls:
-        name, arguments = (call.name, call.arguments) if isinstance(call, ToolCall) else call
-        if not is_expressible_name(name):
-            raise CallFormatError(f"Tool name {name!r} cannot be written in ToolACE's call syntax.")
-        for key in arguments:
-            if not is_argument_name(key):
-                raise CallFormatError(
-                    f"Argument name {key!r} of {name!r} is not a Python identifier."
-                )
-        try:
-            rendered = ", ".join(
-                f"{key}={_format_value(value)}" for key, value in arguments.items()
-            )
-        except CallFormatError as error:
-            raise CallFormatError(
-                f"The call {name!r} cannot be written in ToolACE's call syntax: {error}. Pass "
-                "JSON-like arguments (str, finite numbers, bool, None, lists, dicts with string "
-                f"keys), at most {_MAX_DEPTH} levels deep, ints of at most {_MAX_INT_BITS} bits."
-            ) from None
-        parts.append(f"{name}({rendered})")
-    return f"[{', '.join(parts)}]"
-
-
-def _format_value(value: Any, depth: int = 0) -> str:
-    if depth > _MAX_DEPTH:
-        raise CallFormatError(f"a value is nested over {_MAX_DEPTH} levels deep")
-    if value is None or isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, int):
-        if value.bit_length() > _MAX_INT_BITS:
-            raise CallFormatError(f"an integer of {value.bit_length()} bits is too large")
-        return int.__repr__(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CallFormatError(f"{value!r} is not a finite number")
-        return float.__repr__(value)
-    if isinstance(value, str):  # JSON escapes are Python escapes; lone surrogates need \u
-        quoted = json.dumps(value, ensure_ascii=False)
-        return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_format_value(item, depth + 1) for item in value) + "]"
-    if isinstance(value, Mapping):
-        if not all(isinstance(key, str) for key in value):
-            raise CallFormatError(f"dict keys must be strings, got {list(value)!r}"[:200])
-        items = (
-            f"{_format_value(key)}: {_format_value(item, depth + 1)}" for key, item in value.items()
-        )
-        return "{" + ", ".join(items) + "}"
-    raise CallFormatError(f"a {type(value).__name__} value is not JSON-like")
-
-
 def _index(tools: Sequence[Mapping[str, Any] | FunctionSpec]) -> dict[str, FunctionSpec]:
     specs = [t if isinstance(t, FunctionSpec) else normalize_tools([t])[0] for t in tools]
     return {spec.name: spec for spec in specs}
@@ -291,9 +190,9 @@ def _split(text: str, start: int) -> _Split:
                 return _Split(segments, problem=f"an unclosed string{_AT_END}", unclosed=True)
         elif char in "([{":
             stack.append(char)
-            if len(stack) > _MAX_DEPTH:
+            if len(stack) > MAX_DEPTH:
                 segments.append(text[segment_start:])
-                return _Split(segments, problem=f"brackets nested over {_MAX_DEPTH} levels deep")
+                return _Split(segments, problem=f"brackets nested over {MAX_DEPTH} levels deep")
         elif char in ")]}" and stack:
             stack.pop()  # a mismatched pair is left for ast to report
         elif char == "]":
@@ -326,13 +225,13 @@ def _collect(
         segment, at_end = raw.strip(), index == last and not split.closed
         try:
             if index == last and split.problem:
-                raise _Reject(split.problem)
+                raise Reject(split.problem)
             if not segment:
                 if index == last and not (truncated and at_end):
                     continue
-                raise _Reject("call list not closed" if at_end else "empty entry between commas")
+                raise Reject("call list not closed" if at_end else "empty entry between commas")
             calls.append(_parse_call(segment, specs))
-        except _Reject as reject:
+        except Reject as reject:
             message, name = str(reject), reject.name
             if truncated and at_end and not reject.late:
                 message = f"output was truncated by max_new_tokens mid-call: {message}"
@@ -350,38 +249,38 @@ def _parse_call(segment: str, specs: dict[str, FunctionSpec] | None) -> ToolCall
     name, paren, arguments_text = segment.partition("(")
     name = name.strip()
     if not paren or not is_expressible_name(name):
-        raise _Reject(f"expected `tool_name(arg=value, ...)`, got {segment[:80]!r}")
+        raise Reject(f"expected `tool_name(arg=value, ...)`, got {segment[:80]!r}")
     try:
-        with _PARSE_LOCK, warnings.catch_warnings():
+        with PARSE_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. invalid escape sequences such as "\d"
             node = ast.parse("_(" + arguments_text, mode="eval").body
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-            raise _Reject("expected a single call `tool_name(arg=value, ...)`")
-        positional = [_literal(argument) for argument in node.args]
+            raise Reject("expected a single call `tool_name(arg=value, ...)`")
+        positional = [literal(argument) for argument in node.args]
         arguments: dict[str, Any] = {}
         for keyword in node.keywords:
             if keyword.arg is None:
-                raise _Reject("`**` unpacking is not allowed")
+                raise Reject("`**` unpacking is not allowed")
             if keyword.arg in arguments:
-                raise _Reject(f"argument {keyword.arg!r} is given twice")
-            arguments[keyword.arg] = _literal(keyword.value)
+                raise Reject(f"argument {keyword.arg!r} is given twice")
+            arguments[keyword.arg] = literal(keyword.value)
     except (SyntaxError, ValueError) as error:
-        raise _Reject(f"invalid call syntax: {getattr(error, 'msg', error)}", name) from None
+        raise Reject(f"invalid call syntax: {getattr(error, 'msg', error)}", name) from None
     except (RecursionError, MemoryError):
-        raise _Reject("call is too deeply nested or complex to parse", name) from None
-    except _Reject as reject:
-        raise _Reject(str(reject), name) from None
+        raise Reject("call is too deeply nested or complex to parse", name) from None
+    except Reject as reject:
+        raise Reject(str(reject), name) from None
     spec = None if specs is None else specs.get(name)
     if specs is not None and spec is None:
-        raise _Reject(f"unknown tool {name!r}; bound tools are {sorted(specs)}", name)
+        raise Reject(f"unknown tool {name!r}; bound tools are {sorted(specs)}", name)
     if positional:
         if spec is None:
-            raise _Reject("positional arguments need bound tools; write name=value", name)
+            raise Reject("positional arguments need bound tools; write name=value", name)
         parameters = list(spec.properties)
         if len(positional) > len(parameters):
-            raise _Reject(f"{len(positional)} positional arguments for {parameters}", name)
+            raise Reject(f"{len(positional)} positional arguments for {parameters}", name)
         if clash := set(parameters[: len(positional)]) & set(arguments):
-            raise _Reject(f"arguments {sorted(clash)} given by position and keyword", name)
+            raise Reject(f"arguments {sorted(clash)} given by position and keyword", name)
         arguments = dict(zip(parameters, positional, strict=False)) | arguments
     if spec is not None:
         schema_key = json.dumps(spec.parameters, sort_keys=True, default=str)
@@ -389,66 +288,11 @@ def _parse_call(segment: str, specs: dict[str, FunctionSpec] | None) -> ToolCall
             violation = first_error(_validator(schema_key), arguments)
         except ValidationTimeout as timeout:
             message = f"arguments not checked against the schema of {name!r}: {timeout}"
-            raise _Reject(message, name, late=True) from None
+            raise Reject(message, name, late=True) from None
         if violation is not None:
             message = f"arguments do not match the schema of {name!r}: at {violation.json_path}: "
-            raise _Reject(message + violation.message, name, late=True)
+            raise Reject(message + violation.message, name, late=True)
     return ToolCall(name, arguments)
-
-
-def _literal(node: ast.expr) -> Any:
-    """Convert a literal expression; anything that would need evaluation is rejected."""
-    if isinstance(node, ast.Constant):
-        if node.value is None or isinstance(node.value, str | bool):
-            return node.value
-        return _checked_number(node.value)
-    if isinstance(node, ast.Name) and node.id in _JSON_NAMES:
-        return _JSON_NAMES[node.id]
-    if isinstance(node, ast.Name):
-        raise _Reject(f"bare name {node.id!r} is not a value (quote strings)")
-    if isinstance(node, ast.List | ast.Tuple | ast.Set):
-        return [_literal(element) for element in node.elts]
-    if isinstance(node, ast.Dict):
-        result: dict[str, Any] = {}
-        for key_node, value_node in zip(node.keys, node.values, strict=True):
-            if key_node is None:
-                raise _Reject("`**` unpacking is not allowed")
-            key = _literal(key_node)
-            if not isinstance(key, str) or key in result:
-                raise _Reject(f"dict keys must be distinct strings, got {key!r}")
-            result[key] = _literal(value_node)
-        return result
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        value = _number(node.operand)
-        return _checked_number(-value if isinstance(node.op, ast.USub) else value)
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        left, right = _number(node.left), _number(node.right)
-        if isinstance(node.op, ast.Pow) and isinstance(left, int) and isinstance(right, int):
-            if abs(left) > 1 and right > 0 and (abs(left).bit_length() - 1) * right > _MAX_INT_BITS:
-                raise _Reject(f"{left}**{right} is too large")
-        try:
-            return _checked_number(_OPERATORS[type(node.op)](left, right))
-        except ArithmeticError as error:
-            raise _Reject(f"arithmetic failed: {error}") from None
-    kind = type(node).__name__  # e.g. Call, Attribute, Lambda, JoinedStr (f-string), NamedExpr
-    raise _Reject(f"{ast.unparse(node)[:80]!r} is not a literal value ({kind})")
-
-
-def _number(node: ast.expr) -> int | float:
-    value = _literal(node)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Reject(f"arithmetic needs numbers, got {value!r}"[:120])
-    return value
-
-
-def _checked_number(value: object) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Reject(f"{type(value).__name__} values are not supported")
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise _Reject(f"integer with more than {_MAX_INT_BITS} bits is too large")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _Reject(f"{value!r} is not a finite number")
-    return value
 
 
 @lru_cache(maxsize=512)
