@@ -24,7 +24,7 @@ from toolace_integrations.generation import (
     GenerationResult,
     SamplingParams,
 )
-from toolace_integrations.grammar import tool_call_grammar
+from toolace_integrations.grammar_text import tool_call_grammar
 from toolace_integrations.incremental import CallDelta, CallStream
 from toolace_integrations.parsing import ParsedOutput, parse_tool_calls
 from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, render_messages

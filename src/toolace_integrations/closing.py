@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolace_integrations.grammar import _ANY_DEPTH
+from toolace_integrations.grammar_text import _ANY_DEPTH
 from toolace_integrations.schema_values import Kind, Schemas, entry_head
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 

@@ -1,14 +1,10 @@
 """ToolACE on an OpenAI-compatible server (vLLM): our prompt token ids in, completion text out.
 
-:class:`RemoteBackend` renders and encodes the conversation locally with the checkpoint's own
-tokenizer and chat template (only the tokenizer is loaded, never the weights, and torch is never
-imported), sends the token ids to the server's ``/v1/completions`` endpoint and hands the answer
-back to the same parser the local engine uses. The ids come from the
-:class:`~toolace_integrations.encoding.PromptEncoder` the local engine uses, so both backends see
-identical prompts and text in message content never becomes a control token on the server. With
-a grammar, the tool-call grammar travels as vLLM's ``structured_outputs`` (xgrammar's EBNF), and
-the answer is checked against the grammar's shape, so a server that ignores it cannot pass off
-unconstrained text as a forced call.
+:class:`RemoteBackend` encodes prompts locally with the local engine's
+:class:`~toolace_integrations.encoding.PromptEncoder` (tokenizer only: no weights, no torch), so
+both backends see identical prompts, sends the ids to ``/v1/completions`` and parses the answer
+as the engine does. The tool-call grammar travels as vLLM's ``structured_outputs`` and the answer
+is checked against its shape, so a server that ignores it cannot pass off unconstrained text.
 
 Notes:
     ``OPENAI_API_KEY`` (or ``TOOLACE_API_KEY``) from the environment is sent as a bearer token to
@@ -22,10 +18,9 @@ import logging
 import os
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import httpx
@@ -33,26 +28,28 @@ import httpx
 from toolace_integrations.encoding import PromptEncoder, cached_encoder
 from toolace_integrations.errors import PromptTooLongError
 from toolace_integrations.generation import (
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     SamplingParams,
     StreamEvent,
 )
-from toolace_integrations.grammar import tool_call_grammar
+from toolace_integrations.grammar_text import tool_call_grammar
 from toolace_integrations.remote_answer import (
-    MALFORMED_ADVICE,
     Answer,
     GrammarNotEnforcedError,
     InsecureKeyWarning,
-    MalformedAnswer,
     RemoteConfigError,
     RemoteError,
     check_grammar,
     read_completion,
-    sent_in_clear,
 )
 from toolace_integrations.remote_batching import RequestGatherer
+from toolace_integrations.remote_request import (
+    api_key_for,
+    completion_body,
+    completion_result,
+    open_completion,
+)
 
 __all__ = [
     "GrammarNotEnforcedError",
@@ -131,17 +128,7 @@ class RemoteBackend:
         self.model = model
         self.tokenizer_name = tokenizer or model
         self.revision = revision
-        self.api_key = (
-            api_key or os.environ.get("TOOLACE_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        )
-        if self.api_key and sent_in_clear(self.base_url):
-            warnings.warn(
-                f"The API key will be sent unencrypted to {self.base_url}: use https:// or a "
-                "server on this machine, or unset TOOLACE_API_KEY/OPENAI_API_KEY if the server "
-                "needs no key.",
-                InsecureKeyWarning,
-                stacklevel=2,
-            )
+        self.api_key = api_key_for(self.base_url, api_key)
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self.max_retries, self.backoff = max_retries, backoff
         self.grammar_param: GrammarParam = grammar_param
@@ -324,26 +311,10 @@ class RemoteBackend:
             if longest >= self.context_window:
                 raise PromptTooLongError(longest, self.context_window, max_tokens)
             max_tokens = min(max_tokens, self.context_window - longest)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompts[0] if len(prompts) == 1 else prompts,
-            "max_tokens": max_tokens,
-            "temperature": sampling.temperature or 0.0,
-            "stream": stream,
-        }
-        if sampling.temperature:  # top_p=1 unless set: the model's generation_config has 0.9
-            body["top_p"] = 1.0 if sampling.top_p is None else sampling.top_p
-        if sampling.stop:
-            body["stop"] = list(sampling.stop)
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        elif len(prompts) > 1:  # usage sums the prompts; vLLM counts each answer's tokens
-            body["return_token_ids"] = True
         grammar = self._grammar(requests[0])
-        if grammar is not None:
-            body["structured_outputs"] = {"grammar": grammar}
+        body = completion_body(
+            self.model, prompts, sampling, max_tokens, stream=stream, grammar=grammar
+        )
         body.update(self.extra_body)
         return prompts, body
 
@@ -361,47 +332,16 @@ class RemoteBackend:
         )  # fmt: skip
 
     def _result(self, answer: Answer, ids: Sequence[int]) -> GenerationResult:
-        usage = answer.usage
-        prompt_tokens = usage.get("prompt_tokens")
-        completion_tokens = usage.get("completion_tokens")
-        if not isinstance(prompt_tokens, int):
-            prompt_tokens = len(ids)
-        if not isinstance(completion_tokens, int) or answer.stopped:
-            completion_tokens = len(self._encoder().tokenize(answer.text, split_special=True))
-        finish: FinishReason = (
-            "length" if answer.finish == "length" and not answer.stopped else "stop"
+        return completion_result(
+            answer, ids, lambda text: self._encoder().tokenize(text, split_special=True)
         )
-        return GenerationResult(answer.text, finish, prompt_tokens, completion_tokens)
 
-    @contextmanager
-    def _open(self, body: Mapping[str, Any], attempt: int) -> Iterator[httpx.Response]:
-        """POST to ``/completions`` and hold the streamed response open while it is read.
-
-        Raises:
-            RemoteError: an HTTP error status, a transport error (refused, dropped connection,
-                a stall past ``timeout``) or a :class:`MalformedAnswer` read inside the block.
-        """
+    def _open(
+        self, body: Mapping[str, Any], attempt: int
+    ) -> AbstractContextManager[httpx.Response]:
+        """POST to ``/completions`` and hold the response open (see ``open_completion``)."""
         url = f"{self.base_url}/completions"
-        client = self._http()
-        try:
-            request = client.build_request("POST", url, json=body, headers=self._headers())
-            response = client.send(request, stream=True)
-        except httpx.RequestError as error:
-            raise RemoteError(url, None, repr(error), attempt + 1) from error
-        try:
-            if response.status_code >= 400:
-                response.read()
-                raise RemoteError(url, response.status_code, response.text, attempt + 1)
-            yield response
-        except httpx.RequestError as error:
-            raise RemoteError(url, None, repr(error), attempt + 1) from error
-        except MalformedAnswer as error:
-            raise RemoteError(
-                url, response.status_code, str(error), attempt + 1,
-                retryable=True, advice=MALFORMED_ADVICE,
-            ) from error  # fmt: skip
-        finally:
-            response.close()
+        return open_completion(self._http(), url, body, self._headers(), attempt)
 
     def _retryable(self, failure: RemoteError, attempt: int) -> bool:
         if failure.retryable and attempt < self.max_retries:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from toolace_integrations.grammar import _bound, _python_literal
+from toolace_integrations.grammar_text import _bound, _python_literal
 from toolace_integrations.schema import TYPE_ALIASES, resolve_ref
 
 __all__ = ["Kind", "Schemas", "entry_head"]
