@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_grammar import Clock
+from bench_grammar import step_costs
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -98,42 +98,15 @@ def main() -> None:
     entry = next(e for e in load_entries(("parallel_multiple",)) if len(e.functions) >= 4)
     tools = normalize_tools(entry.functions)
     prompt = torch.tensor([tokenizer.encode(entry.question)])
-    mask = torch.ones_like(prompt)
-
-    def run(constrained: bool, seed: int) -> Clock:
-        inner = constraint.logits_processor(tools, ToolChoice("required")) if constrained else None
-        clock = Clock(inner)
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            model.generate(
-                prompt,
-                attention_mask=mask,
-                do_sample=True,
-                max_new_tokens=args.tokens,
-                min_new_tokens=0 if constrained else args.tokens,
-                logits_processor=[clock],
-                pad_token_id=STOP[-1],
-            )
-        return clock
-
-    run(False, 0)  # warm up
-    run(True, 0)
-    free: list[float] = []
-    forced: list[float] = []
-    inside, calls = 0.0, 0
-    for seed in range(args.runs):  # interleaved, so machine load hits both alike
-        free += run(False, seed).steps()
-        clock = run(True, seed)
-        forced += clock.steps()
-        inside, calls = inside + clock.inside, calls + len(clock.stamps)
-    f, c = statistics.median(free) * 1e3, statistics.median(forced) * 1e3
-    m = inside / calls * 1e3
+    f, c, m = step_costs(
+        model, constraint, tools, prompt, tokens=args.tokens, runs=args.runs, pad_id=STOP[-1]
+    )
     say(
         f"- Per-token decode step, random Llama {args.layers} layers x {args.hidden} "
         f"({params:.0f} M parameters, vocabulary {len(tokenizer)}), float32, "
         f"{torch.get_num_threads()} torch threads, tools of {entry.id} ({len(tools)} functions), "
-        f"tool_choice=required, medians over {len(free)} / {len(forced)} steps of {args.runs} "
-        f"interleaved runs: free {f:.2f} ms, constrained {c:.2f} ms, ratio {c / f:.3f} "
+        f"tool_choice=required, medians over {args.runs} interleaved runs: free {f:.2f} ms, "
+        f"constrained {c:.2f} ms, ratio {c / f:.3f} "
         f"({100 * (c / f - 1):+.1f}% per token; target < 3%); inside the xgrammar processor "
         f"{m:.3f} ms/token ({100 * m / f:.1f}% of a step)"
     )

@@ -110,6 +110,50 @@ class Clock(LogitsProcessor):
         return [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
 
 
+def step_costs(
+    model: Any,
+    constraint: GrammarConstraint,
+    tools: list[FunctionSpec],
+    prompt: torch.Tensor,
+    *,
+    tokens: int,
+    runs: int,
+    pad_id: int,
+) -> tuple[float, float, float]:
+    """Median ms per decode step free and constrained (``required``), and ms in the processor.
+
+    Runs are interleaved, so machine load hits both alike; the free runs never stop early.
+    """
+
+    def run(constrained: bool, seed: int) -> Clock:
+        inner = constraint.logits_processor(tools, ToolChoice("required")) if constrained else None
+        clock = Clock(inner)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            model.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=True,
+                max_new_tokens=tokens,
+                min_new_tokens=0 if constrained else tokens,
+                logits_processor=[clock],
+                pad_token_id=pad_id,
+            )
+        return clock
+
+    run(False, 0)  # warm up
+    run(True, 0)
+    free: list[float] = []
+    forced: list[float] = []
+    inside, calls = 0.0, 0
+    for seed in range(runs):
+        free += run(False, seed).steps()
+        clock = run(True, seed)
+        forced += clock.steps()
+        inside, calls = inside + clock.inside, calls + len(clock.stamps)
+    return statistics.median(free) * 1e3, statistics.median(forced) * 1e3, inside / calls * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab", type=int, default=32000)
@@ -175,39 +219,13 @@ def main() -> None:
 
     tools = make_tools(10)
     prompt = torch.tensor([tokenizer.encode("Call the lookup service for the weather in Paris.")])
-    mask = torch.ones_like(prompt)
-
-    def run(constrained: bool, seed: int) -> Clock:
-        inner = constraint.logits_processor(tools, ToolChoice("required")) if constrained else None
-        clock = Clock(inner)
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            model.generate(
-                prompt,
-                attention_mask=mask,
-                do_sample=True,
-                max_new_tokens=args.tokens,
-                min_new_tokens=0 if constrained else args.tokens,
-                logits_processor=[clock],
-                pad_token_id=tokenizer.eos_token_id,
-            )
-        return clock
-
-    run(False, 0)  # warm up
-    run(True, 0)
-    plain: list[float] = []
-    constrained: list[float] = []
-    inside, constrained_calls = 0.0, 0
-    for seed in range(args.runs):  # interleaved, so machine load hits both alike
-        plain += run(False, seed).steps()
-        clock = run(True, seed)
-        constrained += clock.steps()
-        inside, constrained_calls = inside + clock.inside, constrained_calls + len(clock.stamps)
-    p, c = statistics.median(plain) * 1e3, statistics.median(constrained) * 1e3
-    m = inside / constrained_calls * 1e3
+    p, c, m = step_costs(
+        model, constraint, tools, prompt, tokens=args.tokens, runs=args.runs,
+        pad_id=tokenizer.eos_token_id,
+    )  # fmt: skip
     print(
-        f"\nper-token decode step (median over {len(plain)} / {len(constrained)} steps of "
-        f"{args.runs} interleaved runs each, 10 tools, tool_choice=required):"
+        f"\nper-token decode step (medians over {args.runs} interleaved runs each, 10 tools, "
+        "tool_choice=required):"
     )
     print(f"  unconstrained {p:7.2f} ms/token  ({1e3 / p:6.1f} tokens/s)")
     print(f"  constrained   {c:7.2f} ms/token  ({1e3 / c:6.1f} tokens/s)")

@@ -9,17 +9,16 @@ the tools with that ``tool_choice``. The grammar makes the forced call valid, so
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import pytest
 from langchain.agents import create_agent
-from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain.agents.structured_output import ToolStrategy
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel
 
+from agent_forcing import CallToolThenAnswer, forced_choice
 from toolace_integrations.langchain import ChatToolACE
 
 
@@ -28,34 +27,6 @@ class Forecast(BaseModel):
 
     city: Literal["Paris", "Tokyo"]
     sunny: bool
-
-
-def _forced_choice(messages: list[Any]) -> str:
-    """``"any"`` until a tool result follows the last user message, then ``"none"``."""
-    last_user = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
-    answered = any(isinstance(m, ToolMessage) for m in messages[last_user:])
-    return "none" if answered else "any"
-
-
-class CallToolThenAnswer(AgentMiddleware):
-    """Per model call: force one round of tool calls per user turn, then a text answer."""
-
-    def wrap_model_call(
-        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
-    ) -> ModelResponse:
-        return handler(self._forced(request))
-
-    async def awrap_model_call(
-        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
-    ) -> ModelResponse:
-        return await handler(self._forced(request))
-
-    @staticmethod
-    def _forced(request: ModelRequest) -> ModelRequest:
-        settings = {**request.model_settings, "parallel_tool_calls": False}
-        return request.override(
-            tool_choice=_forced_choice(request.messages), model_settings=settings
-        )
 
 
 @pytest.fixture
@@ -138,7 +109,7 @@ def test_create_react_agent_runs_the_tool(
 
     def model(state: dict[str, Any], runtime: Any) -> Any:
         """LangGraph's dynamic-model hook: rebind tool_choice for every step."""
-        choice = _forced_choice(state["messages"])
+        choice = forced_choice(state["messages"])
         return llm.bind_tools([get_weather], tool_choice=choice, parallel_tool_calls=False)
 
     with pytest.warns(LangGraphDeprecatedSinceV10, match="create_agent"):

@@ -166,7 +166,7 @@ def test_langchain_agent_loop_runs_the_tool(tiny_llama3_model_path: str) -> None
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langchain_core.tools import tool
 
-    from test_langchain_agents import CallToolThenAnswer
+    from agent_forcing import CallToolThenAnswer
     from toolace_integrations.langchain import ChatToolACE
 
     cities: list[str] = []

@@ -208,8 +208,10 @@ async def arun_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:
     The prompt is encoded and its grammar compiled in a worker thread, then the backend's
     scheduler (:mod:`toolace_integrations.scheduling`) runs the turn, batched with concurrent
     ones (``asyncio.gather`` of ``ainvoke``s, agents running side by side), joining a running
-    batch at its next token. Cancelling the awaiting task (``asyncio.wait_for`` timing out)
-    stops this turn within a token, while the batch goes on for the others.
+    batch at its next token. A backend with its own ``submit`` (the remote one) schedules the
+    turn itself: the server decides what runs together. Cancelling the awaiting task
+    (``asyncio.wait_for`` timing out) stops this turn within a token, while the batch goes on
+    for the others.
     """
     cancel = threading.Event()
     future: Future[GenerationResult] | None = None

@@ -6,17 +6,16 @@ finish a valid call; nothing here depends on how well the random model answers. 
 ``from __future__ import annotations``: LlamaIndex reads the tool function's real annotations.)
 """
 
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import pytest
 from _servers import Proxy
 from langchain.agents import create_agent
-from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
+from agent_forcing import CallToolThenAnswer
 from toolace_integrations.engine import TransformersEngine
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
@@ -42,32 +41,6 @@ def set_unit(unit: Literal["celsius", "fahrenheit"], loud: bool) -> str:
     """Set the temperature unit."""
     recorded.append({"unit": unit, "loud": loud})
     return "unit set"
-
-
-def _forced_choice(messages: list[Any]) -> str:
-    last_user = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
-    return "none" if any(isinstance(m, ToolMessage) for m in messages[last_user:]) else "any"
-
-
-class CallToolThenAnswer(AgentMiddleware):
-    """Per model call: one forced, single tool call per user turn, then a text answer."""
-
-    def wrap_model_call(
-        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
-    ) -> ModelResponse:
-        return handler(self._forced(request))
-
-    async def awrap_model_call(
-        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
-    ) -> ModelResponse:
-        return await handler(self._forced(request))
-
-    @staticmethod
-    def _forced(request: ModelRequest) -> ModelRequest:
-        settings = {**request.model_settings, "parallel_tool_calls": False}
-        return request.override(
-            tool_choice=_forced_choice(request.messages), model_settings=settings
-        )
 
 
 @pytest.fixture
