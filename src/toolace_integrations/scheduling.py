@@ -265,7 +265,7 @@ def _resolve(future: Future[GenerationResult], outcome: Outcome) -> None:
 
 
 class _WholeBatches:
-    """A batcher for backends that batch on their own (``generate_batch``, e.g. the remote one).
+    """A batcher for backends with ``generate_batch`` but neither a scheduler nor ``submit``.
 
     It refers to its backend weakly, so a scheduler never keeps a backend alive.
     """
