@@ -47,11 +47,14 @@ class Section:
     details: list[str] = field(default_factory=list)
 
 
-def build_model(folder: str) -> str:
-    """Write the benchmark's random-weight Llama (4 layers, hidden 512) to ``folder``."""
+def build_model(folder: str, tokenizer: str = "toy") -> str:
+    """Write the benchmark's random-weight Llama (4 layers, hidden 512) to ``folder``.
+
+    ``tokenizer="llama3"`` gives it Meta's Llama-3.1 tokenizer and 128,256-token vocabulary.
+    """
     from toolace_integrations.testing import make_tiny_toolace
 
-    return make_tiny_toolace(folder, **MODEL_SHAPE)
+    return make_tiny_toolace(folder, **MODEL_SHAPE, tokenizer=tokenizer)  # type: ignore[arg-type]
 
 
 def _package(name: str) -> str:

@@ -80,14 +80,14 @@ QUICK = {
 }
 
 
-def model_folder() -> str:
-    """The benchmark checkpoint, built once per model shape and version of the builder."""
-    source = inspect.getsource(testing) + json.dumps(MODEL_SHAPE, sort_keys=True)
+def model_folder(tokenizer: str = "toy") -> str:
+    """The benchmark checkpoint, built once per model shape, tokenizer and builder version."""
+    source = inspect.getsource(testing) + json.dumps(MODEL_SHAPE, sort_keys=True) + tokenizer
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     folder = ROOT / ".toolace-cache" / f"benchmark-model-{digest}"
     if not (folder / "config.json").exists():
         print(f"building the benchmark model in {folder} ...", flush=True)
-        build_model(str(folder))
+        build_model(str(folder), tokenizer)
     return str(folder)
 
 
@@ -212,6 +212,12 @@ def main() -> None:
         default=None,
         help="torch intra-op threads (default: torch's own choice); 1 steadies a busy machine",
     )
+    parser.add_argument(
+        "--tokenizer",
+        choices=("toy", "llama3"),
+        default="toy",
+        help="the model's tokenizer: the small built-in one, or Meta's Llama-3.1 (128k tokens)",
+    )
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     if args.threads:
@@ -222,7 +228,7 @@ def main() -> None:
     machine = machine_description()
     print("\n".join(machine), flush=True)
 
-    folder = model_folder()
+    folder = model_folder(args.tokenizer)
     engine = TransformersEngine(ModelSpec(model=folder), prefix_cache_entries=0)
     vocab = engine.model.config.vocab_size
     sections: list[Section] = []

@@ -91,6 +91,27 @@ def test_warm_batch_starts_each_row_from_its_longest_cached_prefix(
         assert result.cached_prompt_tokens >= own_turn - 1, "a row restarted its own conversation"
 
 
+def test_caches_kept_from_a_batch_survive_the_next_batch_on_the_same_memory(
+    cached: TransformersEngine, uncached: TransformersEngine
+) -> None:
+    """The next batch reuses the last one's memory; what the store kept of it must not change."""
+    cached.prefix_cache.clear()
+    first = [_request(q, tokens=6) for q in QUESTIONS[:2]]
+    answers = cached.generate_batch(first)
+    cached.generate_batch([_request("Other question.", tokens=4), _request("Another.", tokens=4)])
+    follow_ups = [
+        GenerationRequest(
+            (*request.messages, {"role": "assistant", "content": answer.text}),
+            SamplingParams(max_new_tokens=8),
+        )
+        for request, answer in zip(first, answers, strict=True)
+    ]
+    results = [cached.generate(request) for request in follow_ups]
+    assert [_observable(r) for r in results] == _alone(uncached, follow_ups)
+    for request, result in zip(first, results, strict=True):
+        assert result.cached_prompt_tokens >= len(cached.encode(request.messages)) - 1
+
+
 def test_mixed_lengths_constraints_and_budgets_equal_alone(
     cached: TransformersEngine, uncached: TransformersEngine
 ) -> None:

@@ -35,7 +35,8 @@ from toolace_integrations.generation import (
 )
 from toolace_integrations.loading import OOM_ADVICE, load_model, stop_token_ids
 from toolace_integrations.prefix_cache import PrefixCache
-from toolace_integrations.runner import Row, RowGrammars, Runner
+from toolace_integrations.row_grammars import RowGrammars
+from toolace_integrations.runner import Row, Runner
 from toolace_integrations.scheduling import Done, Job, Scheduler, ShouldYield
 
 

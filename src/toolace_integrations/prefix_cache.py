@@ -7,6 +7,7 @@ answer; the next prompt then needs prefill only for the tokens past the longest 
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -61,6 +62,54 @@ class RoomyLayer(DynamicLayer):
         return self.keys, self.values
 
 
+def copy_rows(
+    cache: DynamicCache, config: PretrainedConfig, index: int, start: int, length: int
+) -> DynamicCache:
+    """A cache of its own for row ``index`` of ``cache``: tokens ``start`` to ``start + length``."""
+    own = DynamicCache(config=config)
+    layers: list[Any] = list(cache.layers)
+    for number, layer in enumerate(layers):
+        if layer.is_initialized:
+            own.layers[number] = RoomyLayer(
+                layer.keys[index : index + 1, :, start : start + length].clone(),
+                layer.values[index : index + 1, :, start : start + length].clone(),
+                length,
+            )
+    return own
+
+
+class BatchMemory:
+    """The keys and values of batch caches, kept from one batch to the next on CPU.
+
+    A batch's cache is tens of megabytes per layer. On CPU memory that large comes fresh from
+    the operating system on every allocation, and its page faults cost more than the copies
+    into it; CUDA's caching allocator already reuses freed blocks, so there nothing is kept.
+    Whoever asks for tensors must have stopped using the last ones: the runner gives every row
+    a copy of its own before a batch ends, and calls :meth:`release` when one fails.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._keep = device.type == "cpu"
+        self._flat: list[torch.Tensor] = []
+
+    def tensors(
+        self, count: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> list[torch.Tensor]:
+        """``count`` uninitialised tensors of ``shape``, on memory of earlier batches if it fits."""
+        size = math.prod(shape)
+        if not self._keep:
+            return [torch.empty(shape, dtype=dtype, device=device) for _ in range(count)]
+        kept = self._flat
+        if len(kept) != count or kept[0].numel() < size or kept[0].dtype != dtype:
+            self._flat = []
+            self._flat = [torch.empty(size, dtype=dtype, device=device) for _ in range(count)]
+        return [flat[:size].view(shape) for flat in self._flat]
+
+    def release(self) -> None:
+        """Forget the kept memory (its tensors may still be in use)."""
+        self._flat = []
+
+
 def _cache_bytes(cache: DynamicCache) -> int:
     layers: list[Any] = list(cache.layers)
     return sum(
@@ -108,7 +157,12 @@ class PrefixCache:
             return sum(size for _, size, _ in self._entries.values())
 
     def lookup(
-        self, prompt_ids: Sequence[int], *, take: bool = True, room: int = 0
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        take: bool = True,
+        room: int = 0,
+        into: DynamicCache | None = None,
     ) -> CacheHit | None:
         """A private cache sharing the longest prefix with ``prompt_ids``.
 
@@ -116,8 +170,10 @@ class PrefixCache:
         When the prompt continues the conversation an entry was stored for (it reuses that
         entry's whole prompt) and ``take`` is set, the entry is handed over, cropped, instead of
         copied: the cache stored after this generation supersedes it. Otherwise the entry is
-        copied and kept (rows of one batch copy, since several may share an entry), into
-        layers with space for ``room`` tokens in all, so the prefill that follows copies nothing.
+        copied and kept (rows of one batch copy, since several may share an entry): into
+        ``into``'s empty :class:`RoomyLayer` layers when given (a row's slot of a batch cache),
+        else into new layers with space for ``room`` tokens in all, so the prefill that follows
+        copies nothing.
         """
         with self._lock:
             best_key, best_length = None, 0
@@ -136,16 +192,18 @@ class PrefixCache:
                     source.crop(-extra)
                 return CacheHit(source, reused)
             self._entries.move_to_end(best_key)
-            cache = DynamicCache(config=self._config)
+            cache = into if into is not None else DynamicCache(config=self._config)
             layers: list[Any] = list(source.layers)
             for index, layer in enumerate(layers):
-                keys = layer.keys.new_empty(
-                    (*layer.keys.shape[:2], max(room, reused), layer.keys.shape[3])
+                if into is None:
+                    keys = layer.keys.new_empty(
+                        (*layer.keys.shape[:2], max(room, reused), layer.keys.shape[3])
+                    )
+                    values = layer.values.new_empty((*keys.shape[:3], layer.values.shape[3]))
+                    cache.layers[index] = RoomyLayer(keys, values, 0)
+                cache.layers[index].update(
+                    layer.keys[..., :reused, :], layer.values[..., :reused, :]
                 )
-                values = layer.values.new_empty((*keys.shape[:3], layer.values.shape[3]))
-                keys[..., :reused, :] = layer.keys[..., :reused, :]
-                values[..., :reused, :] = layer.values[..., :reused, :]
-                cache.layers[index] = RoomyLayer(keys, values, reused)
             return CacheHit(cache, reused)
 
     def store(

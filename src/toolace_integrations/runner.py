@@ -2,11 +2,12 @@
 
 Every row is first brought to "all but its last token cached", alone (batch size 1): its
 longest cached prefix is taken from the :class:`~toolace_integrations.prefix_cache.PrefixCache`
-and only the rest is prefilled. In a batch each row's prompt cache is stored before the next
-row looks up, so a prefix several rows share (the system prompt and tool list) is prefilled once
-and copied. The rows then decode together in one ``generate`` call, their caches left-padded to
-one length and each fed only its last token: the uncached parts all have length one, so no row
-is padded in the middle and every row computes what it computes alone.
+and only the rest is prefilled. In a batch each row is built directly in its slot of the batch
+cache (left-padded to the longest row), and a prompt a row mostly computed is stored before the
+next row looks up, so a prefix several rows share (the system prompt and tool list) is
+prefilled once and copied. The rows then decode together in one ``generate`` call, each fed
+only its last token: the uncached parts all have length one, so no row is padded in the middle
+and every row computes what it computes alone.
 
 A segment may end before its rows are done (the scheduler asks it to yield so that newcomers
 can join, or to drop finished rows): each unfinished row keeps its own cache, covering all but
@@ -24,7 +25,6 @@ import torch
 from transformers import (
     DynamicCache,
     GenerationConfig,
-    LogitsProcessor,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -33,7 +33,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from toolace_integrations.decoding import RowDecoder
 from toolace_integrations.generation import GenerationResult, SamplingParams
-from toolace_integrations.prefix_cache import PrefixCache, RoomyLayer
+from toolace_integrations.prefix_cache import BatchMemory, PrefixCache, RoomyLayer, copy_rows
 
 
 @dataclass(eq=False)
@@ -79,7 +79,11 @@ class Row:
         finish = "length" if closed else self.decoder.finish or "stop"
         tokens = len(self.decoder.tokens)
         return GenerationResult(
-            self.decoder.text, finish, len(self.prompt_ids), tokens, self.cached_prompt_tokens,
+            self.decoder.text,
+            finish,
+            len(self.prompt_ids),
+            tokens,
+            self.cached_prompt_tokens,
             closed_early=closed,
         )
 
@@ -108,6 +112,7 @@ class Runner:
         self.pad_id = pad_id
         self.stop_ids = tuple(stop_ids)
         self.logits_processors = logits_processors
+        self.batch_memory = BatchMemory(model.device)
         config = model.config
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -116,14 +121,20 @@ class Runner:
         """Cost of re-arranging one cached token of a row (for yield decisions): a guess of
         2 GB/s until a batch measures it."""
 
-    def prefill(self, row: Row, *, alone: bool) -> None:
-        """Cache all of ``row`` but its last token, reusing the longest cached prefix."""
+    def prefill(self, row: Row, *, into: DynamicCache | None = None) -> None:
+        """Cache all of ``row`` but its last token, reusing the longest cached prefix.
+
+        Alone (``into`` is ``None``) a cached conversation the row continues is taken over;
+        in a batch the row is built in ``into``, its slot of the batch cache.
+        """
         ids = row.ids
         target = len(ids) - 1
         reuse = row.sampling.reuse_prefix
         room = target + row.decoder.remaining + 1  # decoding writes into this room in place
-        hit = self.prefix_cache.lookup(ids, take=alone, room=room) if reuse else None
-        cache = hit.cache if hit else self._empty_cache(room)
+        hit = None
+        if reuse:
+            hit = self.prefix_cache.lookup(ids, take=into is None, room=room, into=into)
+        cache = hit.cache if hit else into or self._empty_cache(1, room)
         start = hit.reused_tokens if hit else 0
         row.cached_prompt_tokens = start
         if start < target:
@@ -135,22 +146,27 @@ class Runner:
                     use_cache=True,
                 )
         row.cache, row.covered = cache, target
-        if reuse and not alone and target - start > start:
+        if reuse and into is not None and target - start > start:
             # Mostly computed here: the next rows of this batch may share it. A row that only
             # extended a cached prefix would store a near copy and evict something useful.
-            self.prefix_cache.store(ids[:target], cache, prompt_tokens=target)
+            own = copy_rows(cache, self.model.config, 0, 0, target)  # the slot is reused
+            self.prefix_cache.store(ids[:target], own, prompt_tokens=target)
 
-    def _empty_cache(self, room: int) -> DynamicCache:
-        config = self.model.config
-        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        cache = DynamicCache(config=config)
-        for layer in range(config.num_hidden_layers):
+    def _empty_cache(self, rows: int, room: int) -> DynamicCache:
+        cache = DynamicCache(config=self.model.config)
+        for layer in range(self.model.config.num_hidden_layers):
             keys = torch.empty(
-                (1, heads, room, size), dtype=self.model.dtype, device=self.model.device
+                self._layer_shape(rows, room), dtype=self.model.dtype, device=self.model.device
             )
             cache.layers[layer] = RoomyLayer(keys, torch.empty_like(keys), 0)
         return cache
+
+    def _layer_shape(self, rows: int, room: int) -> tuple[int, int, int, int]:
+        """The shape of one layer's keys (and values) for ``rows`` rows of ``room`` tokens."""
+        config = self.model.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return rows, heads, room, size
 
     def run(
         self,
@@ -167,12 +183,30 @@ class Runner:
         rows = [row for row in rows if not self._report(row, rows, on_done)]
         if not rows:
             return
+        try:
+            self._segment(rows, should_yield, on_done)
+        except BaseException:
+            self.batch_memory.release()  # rows may still hold slots of the batch cache
+            raise
+
+    def _segment(
+        self,
+        rows: Sequence[Row],
+        should_yield: Callable[[int, int], bool],
+        on_done: Callable[[Row, bool], None],
+    ) -> None:
         alone = len(rows) == 1
-        for row in rows:
-            if row.static:  # the whole prompt goes to ``generate``, into a fresh static cache
+        budget = max(row.decoder.remaining for row in rows)
+        if rows[0].static:  # the whole prompt goes to ``generate``, into a fresh static cache
+            for row in rows:
                 row.covered = len(row.ids) - 1
-            elif row.cache is None:
-                self.prefill(row, alone=alone)
+            cache = None
+        elif alone:  # its own cache, with room from the prefill: nothing to copy
+            if rows[0].cache is None:
+                self.prefill(rows[0])
+            cache = rows[0].cache if rows[0].covered else None
+        else:
+            cache = self._batch_cache(rows, budget + 1)
         sampling = rows[0].sampling
         width = max(row.covered for row in rows)
         input_ids = torch.tensor(
@@ -183,12 +217,6 @@ class Runner:
             [[0] * (width - row.covered) + [1] * (row.covered + 1) for row in rows],
             device=self.model.device,
         )
-        budget = max(row.decoder.remaining for row in rows)
-        arranging = time.perf_counter()
-        cache = None if rows[0].static else self._batch_cache(rows, width, budget + 1)
-        if cache is not None and len(rows) > 1:  # a row alone is not copied: nothing to learn
-            cached = sum(row.covered for row in rows)
-            self.copy_seconds_per_token = (time.perf_counter() - arranging) / cached
         report = lambda row: self._report(row, rows, on_done)  # noqa: E731
         criteria = _SegmentCriteria(rows, report, should_yield, self.copy_seconds_per_token)
         if sampling.seed is not None:
@@ -207,29 +235,52 @@ class Runner:
             self._keep_cache(row, index, output.cache, width, alone)
             self._report(row, rows, on_done)
 
-    def _batch_cache(self, rows: Sequence[Row], width: int, room: int) -> DynamicCache | None:
-        """The rows' caches left-padded to ``width``, with ``room`` more tokens preallocated."""
+    def _batch_cache(self, rows: Sequence[Row], room: int) -> DynamicCache | None:
+        """One cache for ``rows``, left-padded to the longest, with ``room`` more tokens.
+
+        Each row is built in its own slot: prefilled there, or copied in once when it continues
+        from the last segment. Copying is timed, for the yield decisions.
+        """
+        covered = [row.covered if row.cache is not None else len(row.ids) - 1 for row in rows]
+        width = max(covered)
         if width == 0:
+            for row in rows:
+                row.covered = 0
             return None
-        if len(rows) == 1:  # its own cache, with room from the prefill: nothing to copy
-            return rows[0].cache
-        batch = DynamicCache(config=self.model.config)
-        sources: list[list[Any]] = [list(r.cache.layers) if r.cache else [] for r in rows]
-        layers = []
-        for layer in range(max(len(s) for s in sources)):
-            first = next(s[layer] for s in sources if len(s) > layer and s[layer].is_initialized)
-            heads, size = first.keys.shape[1], first.keys.shape[3]
-            keys = first.keys.new_empty((len(rows), heads, width + room, size))
-            values = first.values.new_empty((*keys.shape[:3], first.values.shape[3]))
-            for index, (row, source) in enumerate(zip(rows, sources, strict=True)):
-                pad = width - row.covered
+        tensors = self.batch_memory.tensors(
+            2 * self.model.config.num_hidden_layers,
+            self._layer_shape(len(rows), width + room),
+            self.model.dtype,
+            self.model.device,
+        )
+        layers = list(zip(tensors[::2], tensors[1::2], strict=True))
+        copied, copying = 0, 0.0
+        for index, (row, length) in enumerate(zip(rows, covered, strict=True)):
+            pad = width - length
+            slot = DynamicCache(config=self.model.config)
+            for number, (keys, values) in enumerate(layers):
                 keys[index, :, :pad] = 0  # masked, but must not be NaN
                 values[index, :, :pad] = 0
-                if row.covered:
-                    keys[index, :, pad:width] = source[layer].keys[0, :, : row.covered]
-                    values[index, :, pad:width] = source[layer].values[0, :, : row.covered]
-            layers.append(RoomyLayer(keys, values, width))
-        batch.layers[: len(layers)] = layers
+                slot.layers[number] = RoomyLayer(
+                    keys[index : index + 1, :, pad:], values[index : index + 1, :, pad:], 0
+                )
+            if row.cache is None:
+                self.prefill(row, into=slot)
+                continue
+            started = time.perf_counter()
+            for number, own in enumerate(list(row.cache.layers)):
+                if own.is_initialized:
+                    slot.layers[number].update(
+                        own.keys[..., :length, :], own.values[..., :length, :]
+                    )
+            copying += time.perf_counter() - started
+            copied += length
+            row.cache = slot
+        if copied:
+            self.copy_seconds_per_token = copying / copied
+        batch = DynamicCache(config=self.model.config)
+        for number, (keys, values) in enumerate(layers):
+            batch.layers[number] = RoomyLayer(keys, values, width)
         return batch
 
     def _keep_cache(
@@ -246,16 +297,7 @@ class Runner:
                 cache.crop(-extra)
             own = cache
         else:
-            start = width - row.covered
-            own = DynamicCache(config=self.model.config)
-            layers: list[Any] = list(cache.layers)
-            for number, layer in enumerate(layers):
-                if layer.is_initialized:
-                    own.layers[number] = RoomyLayer(
-                        layer.keys[index : index + 1, :, start : start + covered].clone(),
-                        layer.values[index : index + 1, :, start : start + covered].clone(),
-                        covered,
-                    )
+            own = copy_rows(cache, self.model.config, index, width - row.covered, covered)
         row.cache, row.covered = own, covered
         if row.decoder.done:
             if row.sampling.reuse_prefix and own.get_seq_length() == covered:
@@ -336,37 +378,3 @@ class _RowsStreamer(BaseStreamer):
 
     def end(self) -> None:
         """Nothing to flush: each row's decoder releases its own text."""
-
-
-class RowGrammars(LogitsProcessor):
-    """The tool-call grammar of each constrained row; free rows in the batch are left alone.
-
-    Each row's matcher lives on the row, so a row keeps its grammar state across segments.
-    """
-
-    def __init__(self, rows: Sequence[Row], xgrammar: Any, vocab_size: int) -> None:
-        self.rows = rows
-        self.xgr = xgrammar
-        self.bitmask = xgrammar.allocate_token_bitmask(len(rows), vocab_size)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any) -> Any:
-        """Advance each constrained row's matcher by its new tokens and mask its logits."""
-        indices = []
-        for index, row in enumerate(self.rows):
-            matcher = row.matcher
-            if matcher is None or row.decoder.done:
-                continue
-            while row._accepted < len(row.decoder.tokens):
-                if not matcher.is_terminated():
-                    matcher.accept_token(row.decoder.tokens[row._accepted])
-                row._accepted += 1
-            if not matcher.is_terminated():
-                matcher.fill_next_token_bitmask(self.bitmask, index)
-                indices.append(index)
-        if indices:
-            masked = scores if scores.device.type in ("cpu", "cuda") else scores.to("cpu")
-            self.xgr.apply_token_bitmask_inplace(
-                masked, self.bitmask.to(masked.device), indices=indices
-            )
-            scores = masked.to(scores.device)
-        return scores
