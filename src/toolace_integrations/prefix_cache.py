@@ -101,8 +101,11 @@ class BatchMemory:
             return [torch.empty(shape, dtype=dtype, device=device) for _ in range(count)]
         kept = self._flat
         if len(kept) != count or kept[0].numel() < size or kept[0].dtype != dtype:
+            if len(kept) == count and kept[0].dtype == dtype:
+                size = max(size, kept[0].numel() * 5 // 4)  # agents' prompts grow step by step
             self._flat = []
             self._flat = [torch.empty(size, dtype=dtype, device=device) for _ in range(count)]
+            size = math.prod(shape)
         return [flat[:size].view(shape) for flat in self._flat]
 
     def release(self) -> None:
@@ -118,6 +121,14 @@ def _cache_bytes(cache: DynamicCache) -> int:
         if layer.is_initialized
         for t in (layer.keys, layer.values)
     )
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cache: DynamicCache
+    size: int
+    prompt_tokens: int
+    ids: torch.Tensor  # the key as a tensor, for fast prefix comparison
 
 
 class PrefixCache:
@@ -142,7 +153,7 @@ class PrefixCache:
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._min_reuse_tokens = min_reuse_tokens
-        self._entries: OrderedDict[tuple[int, ...], tuple[DynamicCache, int, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], _Entry] = OrderedDict()
         self._lock = threading.Lock()
         _live.add(self)
 
@@ -154,7 +165,7 @@ class PrefixCache:
     def size_bytes(self) -> int:
         """Key/value memory held now."""
         with self._lock:
-            return sum(size for _, size, _ in self._entries.values())
+            return sum(entry.size for entry in self._entries.values())
 
     def lookup(
         self,
@@ -175,16 +186,18 @@ class PrefixCache:
         else into new layers with space for ``room`` tokens in all, so the prefill that follows
         copies nothing.
         """
+        prompt = torch.tensor(prompt_ids, dtype=torch.int64)
         with self._lock:
             best_key, best_length = None, 0
-            for key in self._entries:
-                length = _common_prefix_length(key, prompt_ids)
+            for key, entry in self._entries.items():
+                length = _common_prefix_length(entry.ids, prompt)
                 if length > best_length:
                     best_key, best_length = key, length
             reused = min(best_length, len(prompt_ids) - 1)
             if best_key is None or reused < self._min_reuse_tokens:
                 return None
-            source, _, prompt_length = self._entries[best_key]
+            entry = self._entries[best_key]
+            source, prompt_length = entry.cache, entry.prompt_tokens
             if take and reused >= prompt_length:
                 del self._entries[best_key]
                 extra = source.get_seq_length() - reused
@@ -223,9 +236,10 @@ class PrefixCache:
             for other in [k for k in self._entries if k == key[: len(k)]]:
                 del self._entries[other]
             prompt_length = len(key) if prompt_tokens is None else prompt_tokens
-            self._entries[key] = (cache, size, prompt_length)
+            ids = torch.tensor(key, dtype=torch.int64)
+            self._entries[key] = _Entry(cache, size, prompt_length, ids)
             while len(self._entries) > self._max_entries or (
-                sum(s for _, s, _ in self._entries.values()) > self._max_bytes
+                sum(entry.size for entry in self._entries.values()) > self._max_bytes
             ):
                 self._entries.popitem(last=False)
 
@@ -246,10 +260,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+def _common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading tokens the id tensors ``a`` and ``b`` share."""
     limit = min(len(a), len(b))
-    if limit == 0:
-        return 0
-    left = torch.tensor(a[:limit]) != torch.tensor(b[:limit])
-    mismatch = torch.nonzero(left)
+    mismatch = torch.nonzero(a[:limit] != b[:limit])
     return int(mismatch[0]) if len(mismatch) else limit
