@@ -133,8 +133,8 @@ def overhead(engine: TransformersEngine, *, tokens: int, repeats: int) -> Sectio
             seconds(time_of["ours"]),
             seconds(time_of["raw"]),
             f"{ratio:.3f} (cpu {cpu_ratio:.3f})",
-            "≤ 1.05",
-            verdict(ratio <= 1.05),
+            "≤ 1.03",
+            verdict(ratio <= 1.03),
             sanity,
         )
     )

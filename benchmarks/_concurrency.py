@@ -93,7 +93,7 @@ def agent_steps(folder: str, *, repeats: int, agents: tuple[int, ...], steps: in
         ):
             mix = _mix(name, constrained if "constrained" in name else llm, tools)
             section.rows += _mix_rows(name, mix, repeats)
-        section.details.append(_agents_table(engine, specs[:40], agents, steps))
+        section.details.append(_agents_table(engine, specs[:40], agents, steps, repeats))
     return section
 
 
@@ -149,18 +149,23 @@ def _observable(message: AIMessage) -> tuple[Any, ...]:
 
 
 def _agents_table(
-    engine: TransformersEngine, tools: list[Any], agents: tuple[int, ...], steps: int
+    engine: TransformersEngine, tools: list[Any], agents: tuple[int, ...], steps: int, repeats: int
 ) -> str:
     lines = [
         f"(e) {', '.join(map(str, agents))} concurrent agents, {steps} steps each, one shared "
-        f"tool prompt ({len(tools)} tools), 8 new tokens a step, streamed:",
+        f"tool prompt ({len(tools)} tools), 8 new tokens a step, streamed; after a warm-up run "
+        f"of each, medians of {repeats} interleaved runs (time to first token pooled):",
         "",
         "| Agents | Total | Per agent step (total / steps) | TTFT p50 | TTFT p95 |",
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
+    def agents_run(count: int) -> tuple[float, list[float]]:
+        return _run(_agents(engine, tools, count, steps))  # type: ignore[no-any-return]
+
+    runs = interleaved({str(n): partial(agents_run, n) for n in agents}, repeats)
     for count in agents:
-        total, first_tokens = _run(_agents(engine, tools, count, steps))
-        ordered = sorted(first_tokens)
+        total = median([run[0] for run in runs[str(count)]])
+        ordered = sorted(t for run in runs[str(count)] for t in run[1])
         p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
         lines.append(
             f"| {count} | {seconds(total)} | {seconds(total / (count * steps))} | "
