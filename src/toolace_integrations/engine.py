@@ -37,7 +37,7 @@ from toolace_integrations.loading import OOM_ADVICE, load_model, stop_token_ids
 from toolace_integrations.prefix_cache import PrefixCache
 from toolace_integrations.row_grammars import RowGrammars
 from toolace_integrations.runner import Row, Runner
-from toolace_integrations.scheduling import Done, Job, Scheduler, ShouldYield
+from toolace_integrations.scheduling import MAX_BATCH, Done, Job, Scheduler, ShouldYield
 
 
 class TransformersEngine:
@@ -48,7 +48,9 @@ class TransformersEngine:
     Args:
         spec: What to load.
         prefix_cache_entries: Key/value caches kept for prompt-prefix reuse (0 turns it off);
-            by default ``TOOLACE_PREFIX_CACHE_ENTRIES`` or 16 (enough for concurrent agents).
+            by default ``TOOLACE_PREFIX_CACHE_ENTRIES`` or 32: one for each conversation of a
+            full batch (16 rows) and as many again for the prompts they share, so concurrent
+            agents do not evict each other's conversations.
         prefix_cache_bytes: Memory those caches may hold together; by default
             ``TOOLACE_PREFIX_CACHE_BYTES`` or 2 GiB.
     """
@@ -76,7 +78,8 @@ class TransformersEngine:
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.stop_token_ids = stop_token_ids(self.tokenizer, self.model)
         if prefix_cache_entries is None:
-            prefix_cache_entries = int(os.environ.get("TOOLACE_PREFIX_CACHE_ENTRIES", 16))
+            default = 2 * MAX_BATCH
+            prefix_cache_entries = int(os.environ.get("TOOLACE_PREFIX_CACHE_ENTRIES", default))
         if prefix_cache_bytes is None:
             prefix_cache_bytes = int(os.environ.get("TOOLACE_PREFIX_CACHE_BYTES", 2 * 1024**3))
         self.prefix_cache = PrefixCache(
