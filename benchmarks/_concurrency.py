@@ -14,7 +14,6 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -43,7 +42,6 @@ _TASKS = (
 
 def _run(coroutine: Awaitable[Any]) -> Any:
     async def main() -> Any:
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32))
         return await coroutine
 
     return asyncio.run(main())

@@ -9,6 +9,7 @@ path: a non-streaming call is the stream, consumed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -156,34 +157,47 @@ def stream_chat(
 async def iterate_in_thread(
     produce: Callable[[threading.Event], Iterator[_T]],
 ) -> AsyncGenerator[_T, None]:
-    """Iterate ``produce(cancel)`` in a worker thread so the event loop never blocks.
+    """Iterate ``produce(cancel)`` in a thread of its own so the event loop never blocks.
 
-    This is how every adapter's async methods run the one streaming path. Leaving early
+    This is how every adapter's async methods run the one streaming path. Each stream gets its
+    own thread (with the caller's context variables, as ``asyncio.to_thread`` gives), not one
+    of the event loop's default pool: that pool has ``min(32, cores + 4)`` threads, so more
+    streams than that would wait for each other instead of decoding in one batch. Leaving early
     (``break``, ``aclose``) or cancelling the consuming task sets ``cancel``, which stops
     generation within a token, and waits for the thread to finish without blocking the loop.
     """
     loop = asyncio.get_running_loop()
     items: asyncio.Queue[tuple[_T] | BaseException | None] = asyncio.Queue()
     cancel = threading.Event()
+    finished: asyncio.Future[None] = loop.create_future()
 
     def send(item: tuple[_T] | BaseException | None) -> None:
         with suppress(RuntimeError):  # the event loop already closed: nobody is waiting
             loop.call_soon_threadsafe(items.put_nowait, item)
 
+    def finish() -> None:
+        if not finished.done():
+            finished.set_result(None)
+
     def run() -> None:
-        iterator = produce(cancel)
         try:
-            for item in iterator:
-                send((item,))
+            iterator = produce(cancel)
+            try:
+                for item in iterator:
+                    send((item,))
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    close()
         except BaseException as error:  # re-raised in the event loop below
             send(error)
         finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
             send(None)
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(finish)
 
-    worker = asyncio.ensure_future(asyncio.to_thread(run))
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), name="toolace-stream", daemon=True).start()
     try:
         while (item := await items.get()) is not None:
             if isinstance(item, BaseException):
@@ -191,7 +205,7 @@ async def iterate_in_thread(
             yield item[0]
     finally:
         cancel.set()
-        await asyncio.shield(worker)
+        await asyncio.shield(finished)
 
 
 def run_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:

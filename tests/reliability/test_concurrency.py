@@ -219,6 +219,27 @@ async def test_gathered_astreams_match_sequential(lc: ChatToolACE) -> None:
     assert [_signature(m, streamed=True) for m in messages] == reference
 
 
+async def test_more_streams_than_the_loops_thread_pool_decode_together(
+    lc: ChatToolACE, engine: TransformersEngine
+) -> None:
+    """A stream must not wait for a thread of the event loop's default pool (6 threads on a
+    2-core machine; 1 here): every stream has started before the first one ends."""
+    events: list[tuple[str, int]] = []
+
+    async def streamed(index: int) -> None:
+        async for chunk in lc.astream(f"Story {index}", max_tokens=BUSY_TOKENS):
+            if chunk.content and ("first", index) not in events:
+                events.append(("first", index))
+        events.append(("end", index))
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1) as pool, never_stop(engine), slow_forwards(engine, 0.005):
+        loop.set_default_executor(pool)
+        await asyncio.wait_for(asyncio.gather(*(streamed(i) for i in range(3))), DEADLINE)
+    first_end = next(at for at, (kind, _) in enumerate(events) if kind == "end")
+    assert sorted(index for kind, index in events[:first_end] if kind == "first") == [0, 1, 2]
+
+
 def _li_signature(response: ChatResponse) -> tuple[Any, ...]:
     calls = response.message.additional_kwargs.get("tool_calls") or []
     invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
