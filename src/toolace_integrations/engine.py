@@ -16,6 +16,7 @@ import importlib
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -93,6 +94,7 @@ class TransformersEngine:
         self.scheduler = Scheduler(self)
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
+        _live_engines.add(self)
 
     @property
     def model_name(self) -> str:
@@ -274,9 +276,15 @@ def unload_engine(engine: Any) -> None:
         torch.cuda.empty_cache()
 
 
+_live_engines: weakref.WeakSet[TransformersEngine] = weakref.WeakSet()
+
+
 def _reset_after_fork() -> None:
+    """In a forked child: locks a parent thread held (loading, grammar set-up) stay held."""
     global _engines_lock
     _engines_lock = threading.Lock()
+    for engine in list(_live_engines):
+        engine._grammar_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

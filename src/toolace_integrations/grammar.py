@@ -7,7 +7,9 @@ processors. xgrammar is an optional dependency imported only when a constraint i
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -89,6 +91,12 @@ class GrammarConstraint:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._compiling: dict[str, Future[xgrammar.CompiledGrammar]] = {}
+        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's compiling threads, and any lock they held, are gone."""
+        self._lock = threading.Lock()
+        self._compiling = {}
 
     def compile(self, grammar: str) -> xgrammar.CompiledGrammar:
         """Compile EBNF text, or return the cached (or being compiled) result for the same text."""
@@ -141,3 +149,14 @@ class GrammarConstraint:
         compiled = [self.compile(tool_call_grammar(tools, choice)) for tools, choice in grammars]
         processor: Processor = self._xgr.contrib.hf.LogitsProcessor(compiled)
         return processor
+
+
+_live: weakref.WeakSet[GrammarConstraint] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for constraint in list(_live):
+        constraint._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -44,3 +44,54 @@ def test_async_call_in_a_forked_child_after_one_in_the_parent(tiny_model_path: s
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+COMPILING_SCRIPT = """
+import os, signal, sys, threading, time
+import torch
+torch.set_num_threads(1)
+from toolace_integrations.langchain import ChatToolACE
+
+def get_weather(city: str) -> str:
+    '''Weather for a city.'''
+    return "sunny"
+
+chat = ChatToolACE(model=sys.argv[1], max_tokens=24)
+llm = chat.bind_tools([get_weather], tool_choice="any")
+constraint = chat._backend()._grammar_constraint()
+compile_grammar = constraint._compiler.compile_grammar
+started = threading.Event()
+
+def slow_compile(text):  # the parent's compile is still running when the process forks
+    started.set()
+    time.sleep(2)
+    return compile_grammar(text)
+
+constraint._compiler.compile_grammar = slow_compile
+parent = threading.Thread(target=llm.invoke, args=("Weather in Paris?",))
+parent.start()
+assert started.wait(30)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)  # a child that hangs ends itself, failing the test
+    constraint._compiler.compile_grammar = compile_grammar
+    message = llm.invoke("Weather in Paris?")
+    os._exit(0 if message.tool_calls or message.invalid_tool_calls else 3)
+_, status = os.waitpid(pid, 0)
+parent.join()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_forked_child_compiles_a_grammar_the_parent_was_compiling(tiny_model_path: str) -> None:
+    """The child waits for no compile of the parent's: that thread does not exist in it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILING_SCRIPT, tiny_model_path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
