@@ -214,9 +214,8 @@ class PrefixCache:
                     )
                     values = layer.values.new_empty((*keys.shape[:3], layer.values.shape[3]))
                     cache.layers[index] = RoomyLayer(keys, values, 0)
-                cache.layers[index].update(
-                    layer.keys[..., :reused, :], layer.values[..., :reused, :]
-                )
+                target: Any = cache.layers[index]
+                target.update(layer.keys[..., :reused, :], layer.values[..., :reused, :])
             return CacheHit(cache, reused)
 
     def store(

@@ -268,11 +268,11 @@ class Runner:
                 self.prefill(row, into=slot)
                 continue
             started = time.perf_counter()
-            for number, own in enumerate(list(row.cache.layers)):
+            owned: list[Any] = list(row.cache.layers)
+            into: list[Any] = list(slot.layers)
+            for own, layer in zip(owned, into, strict=False):
                 if own.is_initialized:
-                    slot.layers[number].update(
-                        own.keys[..., :length, :], own.values[..., :length, :]
-                    )
+                    layer.update(own.keys[..., :length, :], own.values[..., :length, :])
             copying += time.perf_counter() - started
             copied += length
             row.cache = slot
