@@ -8,6 +8,7 @@ output must be the same row by row as running each request alone, with and witho
 from __future__ import annotations
 
 import pytest
+import torch
 
 from toolace_integrations.engine import (
     GenerationRequest,
@@ -15,6 +16,7 @@ from toolace_integrations.engine import (
     SamplingParams,
     TransformersEngine,
 )
+from toolace_integrations.prefix_cache import BatchMemory
 
 SYSTEM = {"role": "system", "content": "You call tools: get_weather(city), get_time(city). " * 30}
 QUESTIONS = ["Weather in Paris?", "Time in Tokyo, please.", "Hi", "Tell me about the sea today."]
@@ -154,3 +156,17 @@ def test_batch_clamps_new_tokens_to_the_context_window(cached: TransformersEngin
     results = cached.generate_batch([long, _request("Hi", tokens=500)])  # one batch
     assert results[0].prompt_tokens + results[0].completion_tokens <= window
     assert results[0].finish_reason == "length" or results[0].completion_tokens < window - tokens
+
+
+def test_batch_memory_is_reused_on_cpu_and_bounded() -> None:
+    """Batch caches reuse the last batch's memory; beyond the bound a batch gets its own."""
+    cpu = torch.device("cpu")
+    memory = BatchMemory(cpu, max_bytes=32_000)
+    first = memory.tensors(2, (1, 2, 100, 4), torch.float32, cpu)  # 2 x 3,200 bytes
+    smaller = memory.tensors(2, (2, 2, 20, 4), torch.float32, cpu)
+    assert [t.data_ptr() for t in smaller] == [t.data_ptr() for t in first]
+    assert smaller[0].shape == (2, 2, 20, 4) and smaller[0].is_contiguous()
+    large = memory.tensors(2, (1, 2, 1000, 4), torch.float32, cpu)  # 2 x 32,000 bytes
+    assert all(t.untyped_storage().nbytes() == 32_000 for t in large)
+    again = memory.tensors(2, (1, 2, 100, 4), torch.float32, cpu)
+    assert [t.data_ptr() for t in again] == [t.data_ptr() for t in first]

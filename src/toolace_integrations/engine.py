@@ -53,7 +53,8 @@ class TransformersEngine:
             full batch (16 rows) and as many again for the prompts they share, so concurrent
             agents do not evict each other's conversations.
         prefix_cache_bytes: Memory those caches may hold together; by default
-            ``TOOLACE_PREFIX_CACHE_BYTES`` or 2 GiB.
+            ``TOOLACE_PREFIX_CACHE_BYTES`` or 2 GiB. On CPU, the memory of the last batch's
+            cache is kept for the next batch up to the same amount.
     """
 
     def __init__(

@@ -84,12 +84,14 @@ class BatchMemory:
     A batch's cache is tens of megabytes per layer. On CPU memory that large comes fresh from
     the operating system on every allocation, and its page faults cost more than the copies
     into it; CUDA's caching allocator already reuses freed blocks, so there nothing is kept.
-    Whoever asks for tensors must have stopped using the last ones: the runner gives every row
-    a copy of its own before a batch ends, and calls :meth:`release` when one fails.
+    At most ``max_bytes`` is kept; larger batches get memory of their own. Whoever asks for
+    tensors must have stopped using the last ones: the runner gives every row a copy of its own
+    before a batch ends, and calls :meth:`release` when one fails.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, max_bytes: int) -> None:
         self._keep = device.type == "cpu"
+        self._max_bytes = max_bytes
         self._flat: list[torch.Tensor] = []
 
     def tensors(
@@ -97,15 +99,15 @@ class BatchMemory:
     ) -> list[torch.Tensor]:
         """``count`` uninitialised tensors of ``shape``, on memory of earlier batches if it fits."""
         size = math.prod(shape)
-        if not self._keep:
+        most = self._max_bytes // (count * dtype.itemsize)  # elements per tensor
+        if not self._keep or size > most:
             return [torch.empty(shape, dtype=dtype, device=device) for _ in range(count)]
         kept = self._flat
-        if len(kept) != count or kept[0].numel() < size or kept[0].dtype != dtype:
-            if len(kept) == count and kept[0].dtype == dtype:
-                size = max(size, kept[0].numel() * 5 // 4)  # agents' prompts grow step by step
-            self._flat = []
-            self._flat = [torch.empty(size, dtype=dtype, device=device) for _ in range(count)]
-            size = math.prod(shape)
+        same = len(kept) == count and kept[0].dtype == dtype
+        if not same or kept[0].numel() < size:
+            grown = min(max(size, kept[0].numel() * 5 // 4), most) if same else size
+            self._flat = []  # agents' prompts grow step by step: the slack saves regrowing
+            self._flat = [torch.empty(grown, dtype=dtype, device=device) for _ in range(count)]
         return [flat[:size].view(shape) for flat in self._flat]
 
     def release(self) -> None:
@@ -160,6 +162,11 @@ class PrefixCache:
     def _after_fork(self) -> None:
         """In a forked child: a lock another parent thread held would never be released."""
         self._lock = threading.Lock()
+
+    @property
+    def max_bytes(self) -> int:
+        """How much key/value memory the entries may hold together."""
+        return self._max_bytes
 
     @property
     def size_bytes(self) -> int:

@@ -112,7 +112,7 @@ class Runner:
         self.pad_id = pad_id
         self.stop_ids = tuple(stop_ids)
         self.logits_processors = logits_processors
-        self.batch_memory = BatchMemory(model.device)
+        self.batch_memory = BatchMemory(model.device, prefix_cache.max_bytes)
         config = model.config
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
