@@ -131,9 +131,9 @@ def test_18_5_llm_cache_keys_hold_every_setting_that_changes_the_answer(
 ) -> None:
     cache = InMemoryCache()
     base: dict[str, Any] = {"model": tiny_model_path, "max_tokens": 3, "cache": cache}
-    first = ChatToolACE(**base).invoke("Hi")
-    other = ChatToolACE(**base, system_template="Answer briefly. {functions}").invoke("Hi")
-    assert len(cache._cache) == 2 and first.usage_metadata != other.usage_metadata
+    ChatToolACE(**base).invoke("Hi")
+    ChatToolACE(**base, system_template="Answer briefly. {functions}").invoke("Hi")
+    assert len(cache._cache) == 2  # the second call was not answered from the first's entry
     reference = ChatToolACE(**base)._get_llm_string()
     assert ChatToolACE(**base, api_key="secret")._get_llm_string() == reference
     assert "secret" not in ChatToolACE(**base, api_key="secret")._get_llm_string()
