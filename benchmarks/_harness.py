@@ -16,11 +16,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from toolace_integrations.tools import FunctionSpec
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 MODEL_SHAPE = {"layers": 4, "hidden": 512, "vocab_size": 8000, "max_position_embeddings": 8192}
 
@@ -228,3 +231,20 @@ def tool_catalogue(count: int) -> list[FunctionSpec]:
             )
         )
     return tools
+
+
+def write_section(name: str, body: str) -> None:
+    """Put ``body`` between the markers of section ``name`` in RESULTS.md, in place.
+
+    The first time, the section is appended; every other section (hand-written ones included)
+    is left as it is.
+    """
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS.write_text(text, encoding="utf-8")
+    print(f"updated {RESULTS} ({name})")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _harness import write_section
 from bench_grammar import step_costs
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -29,8 +30,6 @@ from toolace_integrations.testing import llama3_tokenizer  # noqa: E402
 from toolace_integrations.tools import ToolChoice, normalize_tools  # noqa: E402
 
 STOP = [128001, 128008, 128009]
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-BEGIN, END = "<!-- bench_bfcl: begin -->", "<!-- bench_bfcl: end -->"
 
 
 def compile_times(constraint: GrammarConstraint) -> tuple[list[float], str]:
@@ -111,22 +110,8 @@ def main() -> None:
         f"{m:.3f} ms/token ({100 * m / f:.1f}% of a step)"
     )
     if args.write:
-        section = "\n".join(
-            [
-                BEGIN,
-                "## Real vocabulary and BFCL tool sets (`benchmarks/bench_bfcl.py`)",
-                "",
-                *lines,
-                END,
-            ]
-        )
-        text = RESULTS.read_text(encoding="utf-8")
-        if BEGIN in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text, encoding="utf-8")
-        print(f"updated {RESULTS}")
+        title = "## Real vocabulary and BFCL tool sets (`benchmarks/bench_bfcl.py`)"
+        write_section("bench_bfcl", "\n".join([title, "", *lines]))
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from _harness import write_section
+
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.remote import RemoteBackend
 from toolace_integrations.testing import make_tiny_toolace
 from toolace_integrations.vllm_server import SMALL_SERVER_FLAGS, VLLMServer
 
-HERE = Path(__file__).parent
-BEGIN, END = "<!-- bench_remote: begin -->", "<!-- bench_remote: end -->"
 MAX_TOKENS = 32
 
 
@@ -161,7 +161,6 @@ def main() -> None:
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = "\n".join(
         [
-            BEGIN,
             "## Remote (vLLM): concurrent agent steps",
             "",
             "Written by `python benchmarks/bench_remote.py --write` (`make bench-remote`).",
@@ -179,17 +178,11 @@ def main() -> None:
             "its own streamed request at once; coalesced: the local engine's client-side "
             "batcher (one batch of up to 16 at a time), which remote calls used before; "
             "sequential: one call after another.",
-            END,
         ]
     )
     print(report)
     if args.write:
-        path = HERE / "RESULTS.md"
-        text = path.read_text(encoding="utf-8")
-        if BEGIN in text:
-            text = text[: text.index(BEGIN)].rstrip("\n") + text[text.index(END) + len(END) :]
-        path.write_text(text.rstrip("\n") + "\n\n" + report + "\n", encoding="utf-8")
-        print(f"wrote {path}")
+        write_section("bench_remote", report)
 
 
 if __name__ == "__main__":

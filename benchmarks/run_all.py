@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/run_all.py            # full run (a few minutes on 2 cores)
     python benchmarks/run_all.py --quick    # smoke run (about a minute)
-    python benchmarks/run_all.py --write    # also write benchmarks/RESULTS.md
+    python benchmarks/run_all.py --write    # also write its section of benchmarks/RESULTS.md
+    python benchmarks/run_all.py --tokenizer llama3   # Meta's Llama-3.1 tokenizer (128k)
 
 It builds a random-weight Llama offline (4 layers, hidden 512, ToolACE's tokenizer layout and
 chat template), then measures, with variants interleaved and medians over repeats:
@@ -56,6 +57,7 @@ from _harness import (  # noqa: E402
     machine_description,
     no_stop_tokens,
     verdict,
+    write_section,
 )
 
 from toolace_integrations import testing  # noqa: E402
@@ -167,7 +169,7 @@ def render(rows: list[Row]) -> str:
 
 
 NOTES = """\
-## How to read this
+### How to read this
 
 - Every comparison runs its variants interleaved in one process, rotating the order on each
   repeat, and reports medians; the machine may be shared, so absolute times are noisy, but the
@@ -275,18 +277,19 @@ def main() -> None:
     print("\n\n".join(details))
     print(footer)
     if args.write:
-        report = "\n\n".join(
-            [
-                "# Benchmarks\n\nWritten by `python benchmarks/run_all.py --write` "
-                "(`make bench` runs it without `--write`).",
-                "## Machine\n\n" + "\n".join(machine) + "\n" + footer,
-                "## Results\n\n" + table,
-                "\n\n".join(details),
-                NOTES.format(vocab=vocab),
-            ]
-        )
-        (HERE / "RESULTS.md").write_text(report + "\n", encoding="utf-8")
-        print(f"wrote {HERE / 'RESULTS.md'}")
+        toy = args.tokenizer == "toy"
+        vocabulary = "the small built-in tokenizer" if toy else "Meta's Llama-3.1 tokenizer"
+        command = "python benchmarks/run_all.py --write" + ("" if toy else " --tokenizer llama3")
+        parts = [
+            f"## The engine against raw transformers: {vocabulary} (vocabulary {vocab})",
+            f"Written by `{command}` (`make bench` runs it without `--write`).",
+            "### Machine\n\n" + "\n".join(machine) + "\n" + footer,
+            "### Results\n\n" + table,
+            "\n\n".join(details),
+        ]
+        if toy:
+            parts.append(NOTES.format(vocab=vocab))
+        write_section(f"run_all {args.tokenizer}", "\n\n".join(parts))
 
 
 if __name__ == "__main__":
