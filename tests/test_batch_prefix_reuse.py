@@ -170,3 +170,28 @@ def test_batch_memory_is_reused_on_cpu_and_bounded() -> None:
     assert all(t.untyped_storage().nbytes() == 32_000 for t in large)
     again = memory.tensors(2, (1, 2, 100, 4), torch.float32, cpu)
     assert [t.data_ptr() for t in again] == [t.data_ptr() for t in first]
+
+
+def test_batched_follow_ups_replace_the_conversation_they_continue(
+    cached: TransformersEngine,
+) -> None:
+    """A conversation continued in a batch leaves one cache, even when the answer sent back is
+    not the tokens generated (a re-tokenized answer is no prefix of the new conversation)."""
+    cached.prefix_cache.clear()
+    first = _request("Weather in Paris?", tokens=6)
+    cached.generate(first)
+    assert len(cached.prefix_cache) == 1
+    follow_ups = [
+        GenerationRequest(
+            (
+                *first.messages,
+                {"role": "assistant", "content": "Some other answer."},
+                {"role": "user", "content": question},
+            ),
+            SamplingParams(max_new_tokens=6),
+        )
+        for question in ("And Lyon?", "And Rome?")
+    ]
+    results = cached.generate_batch(follow_ups)
+    assert all(r.cached_prompt_tokens >= len(cached.encode(first.messages)) - 1 for r in results)
+    assert len(cached.prefix_cache) == 2  # the two new conversations, not the one they continued

@@ -22,10 +22,15 @@ from transformers import DynamicCache, DynamicLayer, PretrainedConfig
 
 @dataclass(frozen=True)
 class CacheHit:
-    """A cache ready to pass to ``generate`` and how many prompt tokens it already covers."""
+    """A cache ready to pass to ``generate`` and how many prompt tokens it already covers.
+
+    ``continues`` is the key of a copied entry whose whole prompt this one reuses: the cache
+    stored after this generation supersedes it (see :meth:`PrefixCache.store`).
+    """
 
     cache: DynamicCache
     reused_tokens: int
+    continues: tuple[int, ...] | None = None
 
 
 class RoomyLayer(DynamicLayer):
@@ -163,6 +168,11 @@ class PrefixCache:
         """In a forked child: a lock another parent thread held would never be released."""
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """How many caches are kept."""
+        with self._lock:
+            return len(self._entries)
+
     @property
     def max_bytes(self) -> int:
         """How much key/value memory the entries may hold together."""
@@ -223,15 +233,22 @@ class PrefixCache:
                     cache.layers[index] = RoomyLayer(keys, values, 0)
                 target: Any = cache.layers[index]
                 target.update(layer.keys[..., :reused, :], layer.values[..., :reused, :])
-            return CacheHit(cache, reused)
+            return CacheHit(cache, reused, best_key if reused >= prompt_length else None)
 
     def store(
-        self, token_ids: Sequence[int], cache: DynamicCache, *, prompt_tokens: int | None = None
+        self,
+        token_ids: Sequence[int],
+        cache: DynamicCache,
+        *,
+        prompt_tokens: int | None = None,
+        supersedes: tuple[int, ...] | None = None,
     ) -> None:
         """Keep ``cache``, which holds keys and values for exactly ``token_ids``.
 
         ``prompt_tokens`` is how many of them were the prompt (the rest generated); a later
         prompt reusing all of those continues this conversation and takes the entry over.
+        Entries for prefixes of ``token_ids`` are dropped, and so is ``supersedes``: the entry
+        this conversation continued, which a re-tokenized answer may have made no prefix.
         """
         size = _cache_bytes(cache)
         if size > self._max_bytes or self._max_entries == 0:
@@ -239,6 +256,8 @@ class PrefixCache:
         key = tuple(token_ids)
         with self._lock:
             self._entries.pop(key, None)
+            if supersedes is not None:
+                self._entries.pop(supersedes, None)
             for other in [k for k in self._entries if k == key[: len(k)]]:
                 del self._entries[other]
             prompt_length = len(key) if prompt_tokens is None else prompt_tokens

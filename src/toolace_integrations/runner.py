@@ -50,6 +50,8 @@ class Row:
         cache: Keys and values for the first ``covered`` tokens of :attr:`ids`.
         covered: How many tokens ``cache`` holds (``len(ids) - 1`` once prefilled).
         cached_prompt_tokens: Prompt tokens taken from the prefix cache instead of computed.
+        continues: The prefix-cache entry this row's conversation continues (copied, in a batch),
+            superseded by the row's own entry when it is done.
     """
 
     prompt_ids: list[int]
@@ -60,6 +62,7 @@ class Row:
     cache: DynamicCache | None = None
     covered: int = 0
     cached_prompt_tokens: int = 0
+    continues: tuple[int, ...] | None = None
     _accepted: int = 0
     _reported: bool = False
 
@@ -137,6 +140,7 @@ class Runner:
         cache = hit.cache if hit else into or self._empty_cache(1, room)
         start = hit.reused_tokens if hit else 0
         row.cached_prompt_tokens = start
+        row.continues = hit.continues if hit else None
         if start < target:
             with torch.inference_mode():
                 # The decoder alone: the keys and values are all a prefill needs, not logits.
@@ -301,7 +305,12 @@ class Runner:
         row.cache, row.covered = own, covered
         if row.decoder.done:
             if row.sampling.reuse_prefix and own.get_seq_length() == covered:
-                self.prefix_cache.store(row.ids[:covered], own, prompt_tokens=len(row.prompt_ids))
+                self.prefix_cache.store(
+                    row.ids[:covered],
+                    own,
+                    prompt_tokens=len(row.prompt_ids),
+                    supersedes=row.continues,
+                )
             row.cache = None
 
     def _report(self, row: Row, rows: Sequence[Row], on_done: Callable[[Row, bool], None]) -> bool:
