@@ -116,10 +116,8 @@ class Runner:
         self.stop_ids = tuple(stop_ids)
         self.logits_processors = logits_processors
         self.batch_memory = BatchMemory(model.device, prefix_cache.max_bytes)
-        config = model.config
-        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        token_bytes = 2 * config.num_hidden_layers * heads * size * model.dtype.itemsize
+        _, heads, _, size = self._layer_shape(1, 1)
+        token_bytes = 2 * model.config.num_hidden_layers * heads * size * model.dtype.itemsize
         self.copy_seconds_per_token = token_bytes / 2e9
         """Cost of re-arranging one cached token of a row (for yield decisions): a guess of
         2 GB/s until a batch measures it."""
