@@ -16,7 +16,6 @@ import importlib
 import os
 import queue
 import threading
-import weakref
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from toolace_integrations.budget import RowBudgets, call_closer
 from toolace_integrations.decoding import RowDecoder
 from toolace_integrations.encoding import PromptEncoder, load_tokenizer
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
+from toolace_integrations.forking import reset_after_fork
 from toolace_integrations.generation import (
     GenerationRequest,
     GenerationResult,
@@ -95,7 +95,11 @@ class TransformersEngine:
         self.scheduler = Scheduler(self)
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
-        _live_engines.add(self)
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a parent thread may have held the grammar set-up lock."""
+        self._grammar_lock = threading.Lock()
 
     @property
     def model_name(self) -> str:
@@ -277,15 +281,9 @@ def unload_engine(engine: Any) -> None:
         torch.cuda.empty_cache()
 
 
-_live_engines: weakref.WeakSet[TransformersEngine] = weakref.WeakSet()
-
-
 def _reset_after_fork() -> None:
-    """In a forked child: locks a parent thread held (loading, grammar set-up) stay held."""
     global _engines_lock
     _engines_lock = threading.Lock()
-    for engine in list(_live_engines):
-        engine._grammar_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -7,15 +7,14 @@ processors. xgrammar is an optional dependency imported only when a constraint i
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from toolace_integrations.errors import GrammarUnavailableError
+from toolace_integrations.forking import reset_after_fork
 from toolace_integrations.grammar_text import max_grammar_bytes, tool_call_grammar
 from toolace_integrations.tools import FunctionSpec, ToolChoice
 
@@ -91,7 +90,7 @@ class GrammarConstraint:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._compiling: dict[str, Future[xgrammar.CompiledGrammar]] = {}
-        _live.add(self)
+        reset_after_fork(self)
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's compiling threads, and any lock they held, are gone."""
@@ -149,14 +148,3 @@ class GrammarConstraint:
         compiled = [self.compile(tool_call_grammar(tools, choice)) for tools, choice in grammars]
         processor: Processor = self._xgr.contrib.hf.LogitsProcessor(compiled)
         return processor
-
-
-_live: weakref.WeakSet[GrammarConstraint] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for constraint in list(_live):
-        constraint._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,9 +8,7 @@ answer; the next prompt then needs prefill only for the tokens past the longest 
 from __future__ import annotations
 
 import math
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +16,8 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache, DynamicLayer, PretrainedConfig
+
+from toolace_integrations.forking import reset_after_fork
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class PrefixCache:
         self._min_reuse_tokens = min_reuse_tokens
         self._entries: OrderedDict[tuple[int, ...], _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        _live.add(self)
+        reset_after_fork(self)
 
     def _after_fork(self) -> None:
         """In a forked child: a lock another parent thread held would never be released."""
@@ -272,17 +272,6 @@ class PrefixCache:
         """Drop every cache."""
         with self._lock:
             self._entries.clear()
-
-
-_live: weakref.WeakSet[PrefixCache] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for cache in list(_live):
-        cache._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:

@@ -135,7 +135,7 @@ class Runner:
         hit = None
         if reuse:
             hit = self.prefix_cache.lookup(ids, take=into is None, room=room, into=into)
-        cache = hit.cache if hit else into or self._empty_cache(1, room)
+        cache = hit.cache if hit else into or self._empty_cache(room)
         start = hit.reused_tokens if hit else 0
         row.cached_prompt_tokens = start
         row.continues = hit.continues if hit else None
@@ -154,11 +154,11 @@ class Runner:
             own = copy_rows(cache, self.model.config, 0, 0, target)  # the slot is reused
             self.prefix_cache.store(ids[:target], own, prompt_tokens=target)
 
-    def _empty_cache(self, rows: int, room: int) -> DynamicCache:
+    def _empty_cache(self, room: int) -> DynamicCache:
         cache = DynamicCache(config=self.model.config)
         for layer in range(self.model.config.num_hidden_layers):
             keys = torch.empty(
-                self._layer_shape(rows, room), dtype=self.model.dtype, device=self.model.device
+                self._layer_shape(1, room), dtype=self.model.dtype, device=self.model.device
             )
             cache.layers[layer] = RoomyLayer(keys, torch.empty_like(keys), 0)
         return cache

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from toolace_integrations.errors import GenerationError
+from toolace_integrations.forking import reset_after_fork
 from toolace_integrations.generation import (
     Backend,
     EveryoneLeft,
@@ -118,7 +119,7 @@ class Scheduler:
     def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
         self._fresh()
-        _live.add(self)
+        reset_after_fork(self)
 
     def _fresh(self) -> None:
         self.model_lock = threading.Lock()
@@ -300,7 +301,6 @@ class _WholeBatches:
 
 _schedulers: weakref.WeakKeyDictionary[Any, Scheduler] = weakref.WeakKeyDictionary()
 _schedulers_lock = threading.Lock()
-_live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
 
 
 def scheduler_for(backend: Backend) -> Scheduler:
@@ -318,8 +318,6 @@ def scheduler_for(backend: Backend) -> Scheduler:
 def _after_fork_in_child() -> None:
     global _schedulers_lock
     _schedulers_lock = threading.Lock()
-    for scheduler in list(_live):
-        scheduler._after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
