@@ -186,56 +186,48 @@ class Runner:
         if not rows:
             return
         try:
-            self._segment(rows, should_yield, on_done)
+            alone = len(rows) == 1
+            budget = max(row.decoder.remaining for row in rows)
+            if rows[0].static:  # the whole prompt goes to ``generate``, into a fresh static cache
+                for row in rows:
+                    row.covered = len(row.ids) - 1
+                cache = None
+            elif alone:  # its own cache, with room from the prefill: nothing to copy
+                if rows[0].cache is None:
+                    self.prefill(rows[0])
+                cache = rows[0].cache if rows[0].covered else None
+            else:
+                cache = self._batch_cache(rows, budget + 1)
+            sampling = rows[0].sampling
+            width = max(row.covered for row in rows)
+            input_ids = torch.tensor(
+                [[self.pad_id] * (width - row.covered) + row.ids for row in rows],
+                device=self.model.device,
+            )
+            attention = torch.tensor(
+                [[0] * (width - row.covered) + [1] * (row.covered + 1) for row in rows],
+                device=self.model.device,
+            )
+            report = lambda row: self._report(row, rows, on_done)  # noqa: E731
+            criteria = _SegmentCriteria(rows, report, should_yield, self.copy_seconds_per_token)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            with torch.inference_mode():
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    generation_config=self._config(sampling, budget),
+                    logits_processor=self.logits_processors(rows),
+                    stopping_criteria=StoppingCriteriaList([criteria]),
+                    streamer=criteria.streamer,
+                    cache=cache,
+                )
+            for index, row in enumerate(rows):
+                self._keep_cache(row, index, output.cache, width, alone)
+                self._report(row, rows, on_done)
         except BaseException:
             self.batch_memory.release()  # rows may still hold slots of the batch cache
             raise
-
-    def _segment(
-        self,
-        rows: Sequence[Row],
-        should_yield: Callable[[int, int], bool],
-        on_done: Callable[[Row, bool], None],
-    ) -> None:
-        alone = len(rows) == 1
-        budget = max(row.decoder.remaining for row in rows)
-        if rows[0].static:  # the whole prompt goes to ``generate``, into a fresh static cache
-            for row in rows:
-                row.covered = len(row.ids) - 1
-            cache = None
-        elif alone:  # its own cache, with room from the prefill: nothing to copy
-            if rows[0].cache is None:
-                self.prefill(rows[0])
-            cache = rows[0].cache if rows[0].covered else None
-        else:
-            cache = self._batch_cache(rows, budget + 1)
-        sampling = rows[0].sampling
-        width = max(row.covered for row in rows)
-        input_ids = torch.tensor(
-            [[self.pad_id] * (width - row.covered) + row.ids for row in rows],
-            device=self.model.device,
-        )
-        attention = torch.tensor(
-            [[0] * (width - row.covered) + [1] * (row.covered + 1) for row in rows],
-            device=self.model.device,
-        )
-        report = lambda row: self._report(row, rows, on_done)  # noqa: E731
-        criteria = _SegmentCriteria(rows, report, should_yield, self.copy_seconds_per_token)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                generation_config=self._config(sampling, budget),
-                logits_processor=self.logits_processors(rows),
-                stopping_criteria=StoppingCriteriaList([criteria]),
-                streamer=criteria.streamer,
-                cache=cache,
-            )
-        for index, row in enumerate(rows):
-            self._keep_cache(row, index, output.cache, width, alone)
-            self._report(row, rows, on_done)
 
     def _batch_cache(self, rows: Sequence[Row], room: int) -> DynamicCache | None:
         """One cache for ``rows``, left-padded to the longest, with ``room`` more tokens.
