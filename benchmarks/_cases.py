@@ -26,10 +26,10 @@ from _harness import (
     verdict,
 )
 
-from toolace_integrations import chat
-from toolace_integrations.engine import GenerationRequest, SamplingParams, TransformersEngine
-from toolace_integrations.prefix_cache import PrefixCache
-from toolace_integrations.prompt import Message
+from toolace_integrations.core import chat
+from toolace_integrations.format.prompt import Message
+from toolace_integrations.local.engine import GenerationRequest, SamplingParams, TransformersEngine
+from toolace_integrations.local.prefix_cache import PrefixCache
 
 
 def _caches(engine: TransformersEngine) -> tuple[PrefixCache, PrefixCache]:

@@ -20,13 +20,13 @@ from typing import Any
 from _harness import Row, Section, interleaved, median, no_stop_tokens, seconds, tool_catalogue
 from langchain_core.messages import AIMessage
 
-from toolace_integrations import chat
-from toolace_integrations.decoding import IncrementalDetokenizer
-from toolace_integrations.engine import TransformersEngine
-from toolace_integrations.generation import SamplingParams
+from toolace_integrations.core import chat
+from toolace_integrations.core.generation import SamplingParams
+from toolace_integrations.format.prompt import Message
+from toolace_integrations.format.stops import StopScanner, cut_at_stop
 from toolace_integrations.langchain import ChatToolACE
-from toolace_integrations.prompt import Message
-from toolace_integrations.stops import StopScanner, cut_at_stop
+from toolace_integrations.local.decoding import IncrementalDetokenizer
+from toolace_integrations.local.engine import TransformersEngine
 
 _TASKS = (
     "Weather in Paris?",

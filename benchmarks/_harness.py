@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from toolace_integrations.tools import FunctionSpec
+from toolace_integrations.format.tools import FunctionSpec
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

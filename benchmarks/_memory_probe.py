@@ -49,8 +49,8 @@ def main() -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolace_integrations import engine as engine_module
-    from toolace_integrations.engine import GenerationRequest, ModelSpec, SamplingParams
+    from toolace_integrations.local import engine as engine_module
+    from toolace_integrations.local.engine import GenerationRequest, ModelSpec, SamplingParams
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

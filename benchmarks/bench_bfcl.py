@@ -25,9 +25,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bfcl_data import load_entries  # noqa: E402
-from toolace_integrations.grammar import GrammarConstraint, tool_call_grammar  # noqa: E402
+from toolace_integrations.format.tools import ToolChoice, normalize_tools  # noqa: E402
+from toolace_integrations.local.grammar import GrammarConstraint, tool_call_grammar  # noqa: E402
 from toolace_integrations.testing import llama3_tokenizer  # noqa: E402
-from toolace_integrations.tools import ToolChoice, normalize_tools  # noqa: E402
 
 STOP = [128001, 128008, 128009]
 

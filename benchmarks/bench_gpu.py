@@ -37,12 +37,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import no_stop_tokens, tool_catalogue  # noqa: E402
 
-import toolace_integrations.engine as engine_module  # noqa: E402
-from toolace_integrations import chat  # noqa: E402
-from toolace_integrations.generation import GenerationRequest, ModelSpec, SamplingParams  # noqa: E402
-from toolace_integrations.prompt import Message  # noqa: E402
+import toolace_integrations.local.engine as engine_module  # noqa: E402
+from toolace_integrations.core import chat  # noqa: E402
+from toolace_integrations.core.generation import GenerationRequest, ModelSpec, SamplingParams  # noqa: E402
+from toolace_integrations.format.prompt import Message  # noqa: E402
+from toolace_integrations.format.tools import ToolChoice  # noqa: E402
 from toolace_integrations.testing import make_tiny_toolace  # noqa: E402
-from toolace_integrations.tools import ToolChoice  # noqa: E402
 
 LLAMA_31_8B = {
     "vocab_size": 128256,

@@ -22,9 +22,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, PreTrainedTokenizerFast
 
-from toolace_integrations.grammar import GrammarConstraint, tool_call_grammar
-from toolace_integrations.testing import LLAMA3_SPECIAL_TOKENS
-from toolace_integrations.tools import FunctionSpec, ToolChoice, normalize_tools
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice, normalize_tools
+from toolace_integrations.local.grammar import GrammarConstraint, tool_call_grammar
+from toolace_integrations.testing.checkpoints import LLAMA3_SPECIAL_TOKENS
 
 
 def corpus(limit_bytes: int) -> list[str]:

@@ -24,9 +24,13 @@ from bench_grammar import build_tokenizer
 from transformers import AutoTokenizer
 
 from toolace_integrations.errors import GrammarTooLargeError
-from toolace_integrations.grammar import GrammarConstraint, max_grammar_bytes, tool_call_grammar
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice, normalize_tools
+from toolace_integrations.local.grammar import (
+    GrammarConstraint,
+    max_grammar_bytes,
+    tool_call_grammar,
+)
 from toolace_integrations.testing import make_tiny_toolace
-from toolace_integrations.tools import FunctionSpec, ToolChoice, normalize_tools
 
 PROPERTIES = 200
 

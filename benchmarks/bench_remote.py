@@ -34,7 +34,7 @@ from _harness import write_section
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.remote import RemoteBackend
 from toolace_integrations.testing import make_tiny_toolace
-from toolace_integrations.vllm_server import SMALL_SERVER_FLAGS, VLLMServer
+from toolace_integrations.testing.vllm_server import SMALL_SERVER_FLAGS, VLLMServer
 
 MAX_TOKENS = 32
 

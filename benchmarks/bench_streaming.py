@@ -19,11 +19,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from toolace_integrations import chat
-from toolace_integrations.budget import _Row
-from toolace_integrations.generation import GenerationRequest, GenerationResult, StreamEvent
+from toolace_integrations.core import chat
+from toolace_integrations.core.generation import GenerationRequest, GenerationResult, StreamEvent
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice
+from toolace_integrations.local.budget import _Row
 from toolace_integrations.testing import make_tiny_toolace
-from toolace_integrations.tools import FunctionSpec, ToolChoice
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bfcl_sets import tool_sets  # noqa: E402

@@ -60,8 +60,8 @@ from _harness import (  # noqa: E402
     write_section,
 )
 
-from toolace_integrations import testing  # noqa: E402
-from toolace_integrations.engine import ModelSpec, TransformersEngine  # noqa: E402
+from toolace_integrations.local.engine import ModelSpec, TransformersEngine  # noqa: E402
+from toolace_integrations.testing import checkpoints as testing  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -17,15 +17,15 @@ import jsonschema
 import pytest
 
 from bfcl_data import CATEGORIES, Entry, first_answer, load_entries
-from toolace_integrations.encoding import PromptEncoder
+from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.errors import ToolSpecError
-from toolace_integrations.grammar import GrammarConstraint, tool_call_grammar
+from toolace_integrations.format.parsing import format_tool_calls, parse_tool_calls
+from toolace_integrations.format.prompt import Message, render_messages
+from toolace_integrations.format.schema import to_json_schema
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice, normalize_tools
 from toolace_integrations.langchain import ChatToolACE
-from toolace_integrations.parsing import format_tool_calls, parse_tool_calls
-from toolace_integrations.prompt import Message, render_messages
-from toolace_integrations.schema import to_json_schema
+from toolace_integrations.local.grammar import GrammarConstraint, tool_call_grammar
 from toolace_integrations.testing import llama3_tokenizer
-from toolace_integrations.tools import FunctionSpec, ToolChoice, normalize_tools
 
 xgrammar = pytest.importorskip("xgrammar")
 torch = pytest.importorskip("torch")

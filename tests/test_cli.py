@@ -13,10 +13,10 @@ import pytest
 from reliability._hooks import steer
 from toolace_integrations import demo
 from toolace_integrations.cli import main
-from toolace_integrations.encoding import PromptEncoder, load_tokenizer
-from toolace_integrations.engine import load_engine
-from toolace_integrations.generation import ModelSpec
-from toolace_integrations.prompt import render_messages, tool_schema_for_prompt
+from toolace_integrations.core.encoding import PromptEncoder, load_tokenizer
+from toolace_integrations.core.generation import ModelSpec
+from toolace_integrations.format.prompt import render_messages, tool_schema_for_prompt
+from toolace_integrations.local.engine import load_engine
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +120,7 @@ def test_convert_units_rejects_unknown_or_mismatched_units(source: str, target: 
 def test_tool_specs_match_the_functions_and_the_ready_tools() -> None:
     from langchain_core.utils.function_calling import convert_to_openai_tool
 
-    from toolace_integrations.tools import normalize_tools
+    from toolace_integrations.format.tools import normalize_tools
 
     for tool in demo.DEMO_TOOLS:
         arguments = list(tool.func.__code__.co_varnames[: tool.func.__code__.co_argcount])
@@ -132,7 +132,7 @@ def test_tool_specs_match_the_functions_and_the_ready_tools() -> None:
 
 
 def _renderings(tools: list[Any]) -> list[dict[str, Any]]:
-    from toolace_integrations.tools import normalize_tools
+    from toolace_integrations.format.tools import normalize_tools
 
     return [tool_schema_for_prompt(spec) for spec in normalize_tools(tools)]
 

@@ -7,13 +7,13 @@ from typing import Any, Literal
 import pytest
 
 from bfcl_data import llama31_chat_template, load_entries
-from toolace_integrations import testing
-from toolace_integrations.encoding import PromptEncoder
+from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.errors import ModelLoadError
-from toolace_integrations.grammar import GrammarConstraint, tool_call_grammar
-from toolace_integrations.parsing import ToolCall
-from toolace_integrations.prompt import Message, PromptError, render_messages
-from toolace_integrations.tools import ToolChoice, normalize_tools
+from toolace_integrations.format.parsing import ToolCall
+from toolace_integrations.format.prompt import Message, PromptError, render_messages
+from toolace_integrations.format.tools import ToolChoice, normalize_tools
+from toolace_integrations.local.grammar import GrammarConstraint, tool_call_grammar
+from toolace_integrations.testing import checkpoints as testing
 
 xgrammar = pytest.importorskip("xgrammar")
 

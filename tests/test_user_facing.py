@@ -20,7 +20,6 @@ from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel
 from transformers import AutoTokenizer
 
-from toolace_integrations import engine as engine_module
 from toolace_integrations.errors import (
     InvalidSettingError,
     ModelLoadError,
@@ -28,9 +27,10 @@ from toolace_integrations.errors import (
     TruncatedOutputError,
     UnknownArgumentError,
 )
+from toolace_integrations.format.prompt import PromptError
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
-from toolace_integrations.prompt import PromptError
+from toolace_integrations.local import engine as engine_module
 
 
 @tool

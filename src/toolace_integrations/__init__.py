@@ -10,7 +10,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from toolace_integrations.errors import ToolACEError
-from toolace_integrations.parsing import InvalidCall, ParsedOutput, ToolCall, parse_tool_calls
+from toolace_integrations.format.parsing import (
+    InvalidCall,
+    ParsedOutput,
+    ToolCall,
+    parse_tool_calls,
+)
 
 if TYPE_CHECKING:
     from toolace_integrations.langchain import ChatToolACE

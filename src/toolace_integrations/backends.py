@@ -1,7 +1,7 @@
 """From adapter settings to a backend: the top of the core, imported only by the adapters.
 
 :func:`connect` turns settings into the local transformers engine (loaded once per normalized
-:class:`~toolace_integrations.generation.ModelSpec`) or a client of a vLLM server. The helpers
+:class:`~toolace_integrations.core.generation.ModelSpec`) or a client of a vLLM server. The helpers
 beside it answer questions that need only the checkpoint's small files, never its weights: the
 prompt encoder (tokenizer) and the context window from ``config.json``. Nothing here imports
 torch until a local engine is asked for.
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from toolace_integrations.encoding import PromptEncoder, cached_encoder
-from toolace_integrations.generation import Backend, ModelSpec, resolve_model
+from toolace_integrations.core.encoding import PromptEncoder, cached_encoder
+from toolace_integrations.core.generation import Backend, ModelSpec, resolve_model
 
 __all__ = ["checkpoint_context_window", "connect", "prompt_encoder", "release"]
 
@@ -61,7 +61,7 @@ def connect(
             quantization_config=load_options.pop("quantization_config", None),
             model_kwargs=load_options,
         )
-        from toolace_integrations.engine import load_engine
+        from toolace_integrations.local.engine import load_engine
 
         return load_engine(spec)
     from toolace_integrations.remote import RemoteBackend
@@ -139,7 +139,7 @@ def release(backend: Backend, user: Any) -> bool:
     if close is not None:
         close()
     else:
-        from toolace_integrations.engine import unload_engine
+        from toolace_integrations.local.engine import unload_engine
 
         unload_engine(backend)
         gc.collect()

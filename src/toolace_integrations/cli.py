@@ -206,7 +206,7 @@ def _run_turn(agent: Any, history: list[Any], question: str, max_steps: int) -> 
 
 
 def _print_message(message: Any, seconds: float, out: TextIO | None = None) -> None:
-    from toolace_integrations.parsing import format_tool_calls
+    from toolace_integrations.format.parsing import format_tool_calls
 
     out = out or sys.stdout
     if message.type == "tool":

@@ -31,12 +31,12 @@ from toolace_integrations.backends import (
     prompt_encoder,
     release,
 )
-from toolace_integrations.chat import build_request
-from toolace_integrations.encoding import PromptEncoder
+from toolace_integrations.core.chat import build_request
+from toolace_integrations.core.encoding import PromptEncoder
+from toolace_integrations.core.generation import Backend, GenerationRequest, SamplingParams
 from toolace_integrations.errors import InvalidSettingError, UnknownArgumentError
-from toolace_integrations.generation import Backend, GenerationRequest, SamplingParams
-from toolace_integrations.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError
-from toolace_integrations.tools import FunctionSpec, resolve_tool_choice
+from toolace_integrations.format.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError
+from toolace_integrations.format.tools import FunctionSpec, resolve_tool_choice
 
 __all__ = ["ToolACESettings"]
 

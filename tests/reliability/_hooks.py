@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from toolace_integrations.engine import TransformersEngine
+from toolace_integrations.local.engine import TransformersEngine
 
 DTYPE = "float32"
 """An explicit dtype gives these tests their own engine (the cache key differs from the default

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _hooks import DTYPE, ForwardCounter
 
-from toolace_integrations.engine import ModelSpec, TransformersEngine, load_engine
+from toolace_integrations.local.engine import ModelSpec, TransformersEngine, load_engine
 
 
 @pytest.fixture(scope="session")

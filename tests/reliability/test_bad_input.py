@@ -22,7 +22,6 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.tools import FunctionTool
 from pydantic import BaseModel, Field
 
-from toolace_integrations.engine import TransformersEngine
 from toolace_integrations.errors import (
     GenerationError,
     ModelLoadError,
@@ -32,6 +31,7 @@ from toolace_integrations.errors import (
 )
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
+from toolace_integrations.local.engine import TransformersEngine
 
 WINDOW = 4096  # the tiny checkpoint's max_position_embeddings
 

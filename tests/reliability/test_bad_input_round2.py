@@ -20,10 +20,10 @@ from llama_index.core.base.llms.types import ChatMessage
 from transformers import AutoTokenizer
 
 from toolace_integrations.errors import ModelLoadError, PromptTooLongError, ToolACEError
+from toolace_integrations.format.parsing import ToolCall
+from toolace_integrations.format.prompt import Message, render_messages
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
-from toolace_integrations.parsing import ToolCall
-from toolace_integrations.prompt import Message, render_messages
 
 SURROGATE = "\ud800"
 

@@ -17,9 +17,9 @@ from _hooks import DTYPE, ForwardCounter, await_until, lock_free, never_stop, wa
 from langchain_core.messages import AIMessage
 from llama_index.core.base.llms.types import ChatMessage
 
-from toolace_integrations.engine import TransformersEngine
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
+from toolace_integrations.local.engine import TransformersEngine
 
 LONG = 400  # max_new_tokens of the call that gets cancelled; it must never get near it
 FEW = 8  # forward passes a cancellation may still take to land (seen: 0-1; generous for a busy box)

@@ -21,11 +21,11 @@ from langchain_core.tools import tool
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.tools import FunctionTool
 
-import toolace_integrations.engine as engine_module
-from toolace_integrations.engine import TransformersEngine
+import toolace_integrations.local.engine as engine_module
 from toolace_integrations.errors import PromptTooLongError
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
+from toolace_integrations.local.engine import TransformersEngine
 
 CALLERS = 16
 ROUNDS = 100  # encodings per thread in the tokenizer race test

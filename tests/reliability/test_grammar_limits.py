@@ -17,12 +17,12 @@ from _hooks import DTYPE, ForwardCounter
 from langchain_core.messages import AIMessage
 from llama_index.core.base.llms.types import ChatMessage
 
-from toolace_integrations.engine import TransformersEngine
 from toolace_integrations.errors import GrammarTooLargeError, ToolACEError
-from toolace_integrations.grammar import GrammarConstraint, tool_call_grammar
+from toolace_integrations.format.tools import ToolChoice, normalize_tools
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
-from toolace_integrations.tools import ToolChoice, normalize_tools
+from toolace_integrations.local.engine import TransformersEngine
+from toolace_integrations.local.grammar import GrammarConstraint, tool_call_grammar
 
 
 def _tools(count: int, properties: int) -> list[dict[str, Any]]:

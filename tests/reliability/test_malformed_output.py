@@ -16,10 +16,10 @@ from langchain_core.tools import tool
 from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.tools import FunctionTool
 
-from toolace_integrations.engine import TransformersEngine
 from toolace_integrations.errors import NoToolCallError
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
+from toolace_integrations.local.engine import TransformersEngine
 
 TRUNCATED = "truncated by max_new_tokens"
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolace_integrations.parsing import MAX_INPUT_CHARS, ParsedOutput, parse_tool_calls
-from toolace_integrations.tools import FunctionSpec
+from toolace_integrations.format.parsing import MAX_INPUT_CHARS, ParsedOutput, parse_tool_calls
+from toolace_integrations.format.tools import FunctionSpec
 
 TOOLS = [
     FunctionSpec(

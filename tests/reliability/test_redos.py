@@ -20,12 +20,12 @@ from _hooks import DTYPE, steer
 from langchain_core.messages import AIMessage
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 
-from toolace_integrations import chat
-from toolace_integrations.engine import TransformersEngine
+from toolace_integrations.core import chat
 from toolace_integrations.errors import ToolSpecError
+from toolace_integrations.format.parsing import parse_tool_calls
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
-from toolace_integrations.parsing import parse_tool_calls
+from toolace_integrations.local.engine import TransformersEngine
 
 BOUND_S = 10.0
 CATASTROPHIC = "^(a+)+$"

@@ -23,11 +23,11 @@ import pytest
 from _hooks import DTYPE, ForwardCounter, await_until, never_stop, slow_forwards, wait_until
 from langchain_core.tools import tool
 
-from toolace_integrations.chat import arun_chat, build_request
-from toolace_integrations.engine import TransformersEngine
-from toolace_integrations.grammar import GrammarConstraint
+from toolace_integrations.core.chat import arun_chat, build_request
+from toolace_integrations.format.prompt import Message
 from toolace_integrations.langchain import ChatToolACE
-from toolace_integrations.prompt import Message
+from toolace_integrations.local.engine import TransformersEngine
+from toolace_integrations.local.grammar import GrammarConstraint
 from toolace_integrations.remote import RemoteBackend
 
 DEADLINE = 120.0

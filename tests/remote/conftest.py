@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from _servers import Proxy
 
-from toolace_integrations.engine import ModelSpec, TransformersEngine, load_engine
+from toolace_integrations.local.engine import ModelSpec, TransformersEngine, load_engine
 from toolace_integrations.testing import make_tiny_toolace
-from toolace_integrations.vllm_server import VLLMServer, VLLMStartError
+from toolace_integrations.testing.vllm_server import VLLMServer, VLLMStartError
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +35,8 @@ def vllm_url(vllm_model: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """The ``/v1`` URL of a vLLM server on ``vllm_model``, stopped at the end of the session."""
     if os.environ.get("TOOLACE_SKIP_VLLM") == "1":
         pytest.skip("TOOLACE_SKIP_VLLM=1: the tests that need a vLLM server are skipped")
-    server = VLLMServer(vllm_model, tmp_path_factory.mktemp("vllm") / "server.log")
     try:
+        server = VLLMServer(vllm_model, tmp_path_factory.mktemp("vllm") / "server.log")
         url = server.start(timeout=240)  # under pytest-timeout, so the log tail is shown
     except VLLMStartError as error:
         pytest.fail(str(error), pytrace=False)

@@ -20,8 +20,8 @@ import pytest
 from _servers import Stub, good_stream, send, sse
 
 from toolace_integrations.backends import connect
-from toolace_integrations.chat import arun_chat
-from toolace_integrations.generation import GenerationRequest, SamplingParams
+from toolace_integrations.core.chat import arun_chat
+from toolace_integrations.core.generation import GenerationRequest, SamplingParams
 from toolace_integrations.remote import RemoteBackend
 
 

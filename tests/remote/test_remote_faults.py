@@ -19,9 +19,10 @@ import httpx
 import pytest
 from _servers import Script, Stub, chunk, good_stream, send, sse
 
-from toolace_integrations.chat import build_request, run_chat
-from toolace_integrations.generation import GenerationRequest, SamplingParams
-from toolace_integrations.prompt import Message
+from toolace_integrations.core.chat import build_request, run_chat
+from toolace_integrations.core.generation import GenerationRequest, SamplingParams
+from toolace_integrations.format.prompt import Message
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 from toolace_integrations.remote import (
     GrammarNotEnforcedError,
     InsecureKeyWarning,
@@ -29,9 +30,8 @@ from toolace_integrations.remote import (
     RemoteConfigError,
     RemoteError,
 )
-from toolace_integrations.remote_answer import MalformedAnswer
-from toolace_integrations.tools import FunctionSpec, ToolChoice
-from toolace_integrations.vllm_server import VLLMServer, VLLMStartError
+from toolace_integrations.remote.answer import MalformedAnswer
+from toolace_integrations.testing.vllm_server import VLLMServer, VLLMStartError
 
 REQUEST = GenerationRequest(({"role": "user", "content": "Weather?"},), SamplingParams(8))
 UNIT = FunctionSpec(

@@ -16,9 +16,9 @@ from langchain_core.tools import tool
 from pydantic import BaseModel
 
 from agent_forcing import CallToolThenAnswer
-from toolace_integrations.engine import TransformersEngine
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
+from toolace_integrations.local.engine import TransformersEngine
 
 
 class Forecast(BaseModel):

@@ -17,9 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from toolace_integrations.demo.tools import DEMO_TOOLS, UNIT_KINDS, UNITS, calculator, convert_units
-from toolace_integrations.parsing import ToolCall
-from toolace_integrations.prompt import Message
-from toolace_integrations.tools import FunctionSpec
+from toolace_integrations.format.parsing import ToolCall
+from toolace_integrations.format.prompt import Message
+from toolace_integrations.format.tools import FunctionSpec
 
 _CALC_QUESTIONS = ("What is {}?", "Calculate {}.", "How much is {}?", "Compute {} please.")
 _CONVERT_QUESTIONS = (

@@ -41,8 +41,8 @@ def evaluate_demo_model(path: str | Path, *, questions: int = 50, seed: int = 12
     the tool renderings rotate through every way the frameworks wrap the demo tools.
     """
     from toolace_integrations.backends import connect
-    from toolace_integrations.chat import build_request, run_chat
-    from toolace_integrations.generation import SamplingParams
+    from toolace_integrations.core.chat import build_request, run_chat
+    from toolace_integrations.core.generation import SamplingParams
 
     backend = connect(str(path))
     renderings = tool_renderings()

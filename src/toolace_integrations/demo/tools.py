@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-from toolace_integrations.tools import FunctionSpec
+from toolace_integrations.format.tools import FunctionSpec
 
 Unit = Literal["km", "mi", "m", "ft", "kg", "lb", "celsius", "fahrenheit"]
 UNITS: tuple[Unit, ...] = get_args(Unit)

@@ -2,7 +2,7 @@
 
 :func:`train_demo_model` fine-tunes a tiny checkpoint from
 :func:`~toolace_integrations.testing.make_tiny_toolace` on synthetic conversations over the demo
-tools, tokenized by the same :class:`~toolace_integrations.encoding.PromptEncoder` that encodes
+tools, tokenized by the same :class:`~toolace_integrations.core.encoding.PromptEncoder` that encodes
 prompts at inference, with the tools rendered every way the frameworks wrap them. Training is
 seeded and runs on one CPU thread; weights still differ across machines (kernels), so nothing
 may depend on how well the result answers: :mod:`~toolace_integrations.demo.evaluation` measures it.
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from toolace_integrations.demo.dialogs import sample_conversation, sample_dialog, tool_renderings
-from toolace_integrations.prompt import Message, render_messages
-from toolace_integrations.tools import FunctionSpec
+from toolace_integrations.format.prompt import Message, render_messages
+from toolace_integrations.format.tools import FunctionSpec
 
 DEMO_MODEL_VERSION = "demo-model-v2"
 
@@ -105,8 +105,8 @@ def _train(folder: Path, steps: int, copy_steps: int, seed: int, hidden: int, la
     import torch
     from transformers import AutoConfig, DynamicCache, GenerationConfig, LlamaForCausalLM
 
-    from toolace_integrations.encoding import PromptEncoder, load_tokenizer
-    from toolace_integrations.testing import LLAMA3_SPECIAL_TOKENS, make_tiny_toolace
+    from toolace_integrations.core.encoding import PromptEncoder, load_tokenizer
+    from toolace_integrations.testing.checkpoints import LLAMA3_SPECIAL_TOKENS, make_tiny_toolace
 
     started = time.perf_counter()
     make_tiny_toolace(folder, layers=layers, hidden=hidden, seed=seed)

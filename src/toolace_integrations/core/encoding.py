@@ -1,0 +1,160 @@
+"""Prompt text and token ids from a checkpoint's tokenizer, without torch or model weights.
+
+Both backends encode through :class:`PromptEncoder`: the local engine feeds the ids to
+``generate`` and the remote backend sends the same ids to the server, so the two see identical
+prompts, and text inside message content never becomes a control token in either.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from toolace_integrations.errors import ModelLoadError
+from toolace_integrations.format.prompt import TOOLACE_CHAT_TEMPLATE, PromptError
+
+_CONTENT_MARK = re.compile("\ue000(\\d+)\ue001")
+
+
+def offline_advice(model: str) -> str:
+    """What to do when ``model`` cannot be loaded."""
+    return (
+        f"Could not load {model!r}. If the weights are on this machine, pass the folder "
+        "path as `model=`; to load from the Hugging Face cache without network access set "
+        "HF_HUB_OFFLINE=1 after downloading once (e.g. `hf download Team-ACE/ToolACE-8B`)."
+    )
+
+
+def load_tokenizer(model: str, revision: str | None = None) -> Any:
+    """The tokenizer of ``model``, as the checkpoint ships it (chat template included)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{offline_advice(model)} Cause: {error}") from error
+    return tokenizer
+
+
+class PromptEncoder:
+    """Renders role/content messages in a chat layout and encodes them safely.
+
+    The default layout is the one BFCL used when it scored ToolACE-8B
+    (:data:`~toolace_integrations.format.prompt.TOOLACE_CHAT_TEMPLATE`: plain Llama-3 headers, no
+    "Cutting Knowledge Date" lines, tool results under ``ipython``), whatever template the
+    checkpoint ships. ``use_checkpoint_template=True`` renders with the checkpoint's own
+    template instead; the ids are then exactly the tokenization of that template's rendering,
+    and a conversation whose content holds special-token text is refused (that text would
+    become control tokens).
+
+    Thread-safe: the fast tokenizer applies ``split_special_tokens`` by flipping shared state,
+    so tokenization runs under a lock.
+
+    Raises:
+        PromptError: ``use_checkpoint_template`` with a tokenizer that has no chat template.
+    """
+
+    def __init__(self, tokenizer: Any, *, use_checkpoint_template: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.use_checkpoint_template = use_checkpoint_template
+        self._template = TOOLACE_CHAT_TEMPLATE
+        if use_checkpoint_template:
+            template = getattr(tokenizer, "chat_template", None)
+            if not isinstance(template, str) or not template:
+                raise PromptError(
+                    "use_checkpoint_template=True, but the checkpoint's tokenizer has no single "
+                    "chat template. Use the default layout (BFCL's), or set "
+                    "tokenizer.chat_template."
+                )
+            self._template = template
+        self._lock = threading.Lock()
+
+    def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The full prompt text the chat layout renders for ``messages``."""
+        text: str = self.tokenizer.apply_chat_template(
+            list(messages),
+            chat_template=self._template,
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        return text
+
+    def encode(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of the prompt; message content never turns into control tokens.
+
+        Default layout: the template renders placeholders for each content; the template's
+        own text is tokenized with special tokens, each content with
+        ``split_special_tokens=True``, so text such as ``<|eot_id|>`` inside a tool result stays
+        plain text and cannot forge a turn. For stripped contents without special-token text
+        this equals tokenizing the whole rendered text.
+
+        Raises:
+            PromptError: with ``use_checkpoint_template``, content holds special-token text or
+                the template turned content into special tokens.
+        """
+        if self.use_checkpoint_template:
+            return self._encode_whole(messages)
+        marked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+        template_text = self.prompt_text(marked)
+        ids: list[int] = []
+        position = 0
+        for match in _CONTENT_MARK.finditer(template_text):
+            ids += self.tokenize(template_text[position : match.start()], split_special=False)
+            content = messages[int(match.group(1))]["content"]
+            ids += self.tokenize(content, split_special=True)
+            position = match.end()
+        ids += self.tokenize(template_text[position:], split_special=False)
+        return ids
+
+    def _encode_whole(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Tokenize the checkpoint template's own rendering, refusing forged control tokens."""
+        specials = [t for t in self.tokenizer.all_special_tokens if t] + [
+            str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
+            if getattr(t, "special", False)
+        ]  # fmt: skip
+        specials = sorted(set(specials), key=len, reverse=True)
+        for index, message in enumerate(messages):
+            content = message.get("content", "")
+            found = [token for token in specials if token in content]
+            if found:
+                raise PromptError(
+                    f"Message {index} ({message.get('role')}) contains special-token text "
+                    f"{min(found, key=content.index)!r}. The checkpoint's own template cannot "
+                    "keep it plain text (its rendering is tokenized whole); use the default layout "
+                    "(use_checkpoint_template=False), which does."
+                )
+        text = self.prompt_text(messages)
+        neutral = [{**m, "content": "x"} for m in messages]
+        if _count(text, specials) != _count(self.prompt_text(neutral), specials):
+            raise PromptError(
+                "The checkpoint's chat template turns message content into special tokens, "
+                "which could forge turns; use the default layout (use_checkpoint_template=False)."
+            )
+        return self.tokenize(text, split_special=False)
+
+    def tokenize(self, text: str, *, split_special: bool) -> list[int]:
+        """Ids of ``text`` alone; ``split_special`` keeps special-token text plain."""
+        if not text:
+            return []
+        with self._lock:
+            ids: list[int] = self.tokenizer(  # verbose=False: the engine reports long prompts
+                text, add_special_tokens=False, split_special_tokens=split_special, verbose=False
+            )["input_ids"]
+        return ids
+
+
+def _count(text: str, tokens: Sequence[str]) -> int:
+    """Occurrences of the (longest-first) ``tokens`` in ``text``."""
+    return len(re.findall("|".join(map(re.escape, tokens)), text)) if tokens else 0
+
+
+@lru_cache(maxsize=16)
+def cached_encoder(
+    model: str, revision: str | None = None, checkpoint_template: bool = False
+) -> PromptEncoder:
+    """The encoder of ``model``'s tokenizer, loaded alone (no weights) once per process."""
+    tokenizer = load_tokenizer(model, revision)
+    return PromptEncoder(tokenizer, use_checkpoint_template=checkpoint_template)
