@@ -12,7 +12,7 @@ VLLM_VERSION := 0.32.0
 VLLM_VENV ?= .toolace-cache/vllm-venv
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_VERSION)
 
-.PHONY: demo test lint bench bench-remote clean
+.PHONY: demo test notebooks lint bench bench-remote clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(STAMP) $(if $(filter 1,$(TOOLACE_SKIP_VLLM)),,$(VLLM_STAMP))
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	TOOLACE_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/pytest
+
+# Run the example notebooks on the tiny model and save them with their outputs.
+notebooks: $(STAMP)
+	$(BIN)/python tests/notebook_runner.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
