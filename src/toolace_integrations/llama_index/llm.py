@@ -72,21 +72,24 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
     are :class:`~toolace_integrations.settings.ToolACESettings`, shared with ``ChatToolACE``.
 
     Example:
-        >>> from llama_index.core.agent.workflow import FunctionAgent
         >>> from llama_index.core.tools import FunctionTool
         >>> def get_weather(city: str) -> str:
         ...     '''Current weather in a city.'''
         ...     return "sunny"
         >>> llm = ToolACELLM(model="Team-ACE/ToolACE-8B", max_new_tokens=256)
         >>> response = llm.chat_with_tools([FunctionTool.from_defaults(get_weather)],
-        ...     user_msg="Weather in Paris?", tool_required=True)  # doctest: +SKIP
-        >>> llm.get_tool_calls_from_response(response)[0].tool_kwargs  # doctest: +SKIP
-        {'city': 'Paris'}
-        >>> agent = FunctionAgent(tools=[get_weather], llm=llm)  # doctest: +SKIP
+        ...     user_msg="Weather in Paris?", tool_required=True)
+        >>> [call.tool_name for call in llm.get_tool_calls_from_response(response)]
+        ['get_weather']
+
+        ``FunctionAgent(tools=[...], llm=llm)`` runs it as an agent.
 
     Notes:
-        - Tool calls appear on the last streamed response only: call text is held back while
-          it streams, so partial responses carry no calls and no call syntax.
+        - With ``constrained_decoding`` (the default) tool calls stream as they are written:
+          each streamed response carries ``ToolCallBlock``s with the calls so far (the name
+          first, then the arguments parsed so far), which :meth:`get_tool_calls_from_response`
+          reads. Without the grammar a call may still turn out malformed, so calls arrive whole
+          on the last response. Call text never appears as ``delta`` text.
         - ``tool_required=True`` or ``tool_choice=<tool name>`` force a call; with
           ``constrained_decoding`` the grammar guarantees a well-formed call of a bound tool.
           ``FunctionAgent(initial_tool_choice=<name>)`` uses this to force the first step.
