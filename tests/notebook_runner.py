@@ -125,19 +125,16 @@ def errors(nb: nbformat.NotebookNode) -> list[str]:
 
 
 def leaks(nb: nbformat.NotebookNode) -> list[str]:
-    """Each output text that holds an absolute path of this machine or something like a key."""
-    found = []
+    """Outputs and metadata that hold an absolute path of this machine or something like a key."""
+    places = [("notebook metadata", json.dumps(nb.metadata))]
     for index, cell in enumerate(nb.cells):
-        for output in cell.get("outputs", []):
-            texts = [output.get("text", ""), *output.get("data", {}).values()]
-            texts += [output.get("evalue", ""), *output.get("traceback", [])]
-            for text in texts:
-                text = "".join(text) if isinstance(text, list) else str(text)
-                if match := _LEAKS.search(text):
-                    found.append(
-                        f"cell {index}: {text[max(0, match.start() - 40) : match.end() + 40]!r}"
-                    )
-    return found
+        places.append((f"cell {index} metadata", json.dumps(cell.metadata)))
+        places += [(f"cell {index}", json.dumps(output)) for output in cell.get("outputs", [])]
+    return [
+        f"{place}: {text[max(0, match.start() - 40) : match.end() + 40]!r}"
+        for place, text in places
+        if (match := _LEAKS.search(text))
+    ]
 
 
 def save_executed(path: Path) -> None:
