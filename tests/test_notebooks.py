@@ -72,9 +72,14 @@ def test_notebook_runs_as_committed(name: str, tmp_path: Path) -> None:
     fresh, stored = structure(nb), structure(committed)
     assert len(fresh) == len(stored)
     for index, (now, then) in enumerate(zip(fresh, stored, strict=True)):
-        assert now == then, (
-            f"{name} cell {index} differs from the committed notebook (run `make notebooks` "
-            f"after changing a notebook):\nfresh run: {now}\ncommitted: {then}"
+        differs = [
+            f"{what}: fresh {a!r}, committed {b!r}"
+            for what, a, b in zip(("type", "source", "output kinds"), now, then, strict=True)
+            if a != b
+        ]
+        assert not differs, (
+            f"{name} cell {index} differs from the committed notebook (`make notebooks` saves "
+            "a fresh run): " + "; ".join(differs)
         )
     stdout = _stdout(nb)
     assert "model: tiny random-weight stand-in" in stdout
