@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -38,6 +38,7 @@ from langchain_core.runnables import (
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
+from typing_extensions import Unpack
 
 from toolace_integrations.core import chat
 from toolace_integrations.core.generation import Backend, GenerationRequest
@@ -55,6 +56,7 @@ from toolace_integrations.langchain.messages import (
     unique_tools,
 )
 from toolace_integrations.langchain.messages import to_ai_message as _to_ai_message
+from toolace_integrations.langchain.signatures import ChatToolACEArguments, StructuredAnswer
 from toolace_integrations.langchain.stream import Piece, to_chunk, turn_pieces
 from toolace_integrations.settings import ToolACESettings, require_messages
 
@@ -62,6 +64,8 @@ __all__ = ["ChatToolACE"]
 
 # Call arguments LangChain itself adds (bind, with_structured_output); taken and dropped.
 _FRAMEWORK_ARGUMENTS = ("stream", "ls_structured_output_format", "structured_output_format")
+_Model = TypeVar("_Model", bound=BaseModel)
+_Method = Literal["function_calling", "json_schema", "json_mode"]
 
 
 class ChatToolACE(ToolACESettings, BaseChatModel):
@@ -106,6 +110,10 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
     streaming: bool = Field(default=False, description="Make invoke() stream under the hood.")
 
     _ACCEPTED_ARGUMENTS: ClassVar[frozenset[str]] = frozenset({"stream_usage"})
+
+    if TYPE_CHECKING:  # every accepted spelling, typed as validated (pydantic shows one per field)
+
+        def __init__(self, **kwargs: Unpack[ChatToolACEArguments]) -> None: ...
 
     @property
     def _llm_type(self) -> str:
@@ -214,15 +222,45 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             **kwargs,
         )
 
+    @overload  # type: ignore[override]  # typed per schema; BaseChatModel's (dict | type) splits
+    def with_structured_output(
+        self, schema: type[_Model], *, include_raw: Literal[False] = False,
+        method: _Method = "function_calling", strict: bool | None = None,
+    ) -> Runnable[LanguageModelInput, _Model]: ...  # fmt: skip
+
+    @overload
+    def with_structured_output(
+        self, schema: type[_Model], *, include_raw: Literal[True],
+        method: _Method = "function_calling", strict: bool | None = None,
+    ) -> Runnable[LanguageModelInput, StructuredAnswer[_Model]]: ...  # fmt: skip
+
+    @overload
+    def with_structured_output(
+        self, schema: dict[str, Any], *, include_raw: Literal[False] = False,
+        method: _Method = "function_calling", strict: bool | None = None,
+    ) -> Runnable[LanguageModelInput, dict[str, Any]]: ...  # fmt: skip
+
+    @overload
+    def with_structured_output(
+        self, schema: dict[str, Any], *, include_raw: Literal[True],
+        method: _Method = "function_calling", strict: bool | None = None,
+    ) -> Runnable[LanguageModelInput, StructuredAnswer[dict[str, Any]]]: ...  # fmt: skip
+
+    @overload
+    def with_structured_output(
+        self, schema: type, *, include_raw: bool = False,
+        method: _Method = "function_calling", strict: bool | None = None,
+    ) -> Runnable[LanguageModelInput, Any]: ...  # fmt: skip
+
     def with_structured_output(
         self,
         schema: dict[str, Any] | type,
         *,
         include_raw: bool = False,
-        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        method: _Method = "function_calling",
         strict: bool | None = None,
         **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+    ) -> Runnable[LanguageModelInput, Any]:
         """Answer as ``schema`` (pydantic class, TypedDict or JSON schema) via a forced call.
 
         Every ``method`` runs as one grammar-constrained call of a tool built from ``schema``,
