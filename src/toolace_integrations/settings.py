@@ -30,6 +30,7 @@ from toolace_integrations.backends import (
     connect,
     prompt_encoder,
     release,
+    require_local_grammar,
 )
 from toolace_integrations.core.chat import build_request
 from toolace_integrations.core.encoding import PromptEncoder
@@ -292,6 +293,16 @@ class ToolACESettings(BaseModel):
             "max_concurrency": self.max_concurrency,
             "context_window": self.context_window,
         }
+
+    def _require_grammar(self, tools: Collection[Any]) -> None:
+        """Fail now if binding ``tools`` here will need xgrammar and it is not installed.
+
+        Raises:
+            GrammarUnavailableError: tools, ``constrained_decoding`` on, a local model (a
+                server constrains on its side) and no xgrammar.
+        """
+        if tools and self.constrained_decoding and self.base_url is None:
+            require_local_grammar()
 
     def _encoder(self) -> PromptEncoder:
         """The checkpoint's tokenizer alone, for prompt text and token counts without weights."""

@@ -210,8 +210,10 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         Raises:
             ToolSpecError: a tool ToolACE's call syntax cannot express.
             ToolChoiceError: an unknown ``tool_choice`` or one naming an unbound tool.
+            GrammarUnavailableError: constrained decoding on a local model without xgrammar.
         """
         formatted = unique_tools([convert_to_openai_tool(tool) for tool in tools])
+        self._require_grammar(formatted)
         if parallel_tool_calls is None and "ls_structured_output_format" in kwargs:
             parallel_tool_calls = False  # with_structured_output wants exactly one answer
         resolve_tool_choice(tool_choice, normalize_tools(formatted))
@@ -432,4 +434,5 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         """The backend and request for a call; bad input raises before any model work."""
         require_messages(messages)
         request, answer_tool, model = self._request(messages, stop, kwargs)
+        self._require_grammar(request.tools)
         return self._backend(model), request, answer_tool

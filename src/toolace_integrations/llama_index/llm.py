@@ -166,6 +166,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         """Generate one assistant turn; concurrent calls are batched together."""
         require_messages(messages)
         request = await asyncio.to_thread(self._build_request, messages, kwargs)
+        self._require_grammar(request.tools)
         backend = await asyncio.to_thread(self._load)
         result = await arun_chat(backend, request)
         response = chat_response(ChatEvent(result.parsed.content, result), result.parsed.content)
@@ -220,7 +221,11 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         ``tool_choice`` (``"auto"``, ``"none"``, ``"required"``, a tool name or an OpenAI
         ``{"type": "function", ...}`` dict) wins over ``tool_required``, which means
         ``"required"``; ``allow_parallel_tool_calls=False`` allows one call at most.
+
+        Raises:
+            GrammarUnavailableError: constrained decoding on a local model without xgrammar.
         """
+        self._require_grammar(tools)
         messages = list(chat_history or [])
         if isinstance(user_msg, str):
             user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
@@ -312,6 +317,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         """The one generation path: chat events mapped to cumulative ``ChatResponse`` records."""
         require_messages(messages)
         request = self._build_request(messages, kwargs)
+        self._require_grammar(request.tools)
         text = ""
         calls: dict[str, tuple[int, str, str]] = {}  # id: index, name, arguments so far
         for event in stream_chat(self._load(), request, cancel):
