@@ -57,12 +57,9 @@ _ANSWER_NEUTRAL = frozenset({"api_key", "timeout", "max_retries", "max_concurren
 
 
 class ToolACEArguments(TypedDict, total=False):
-    """Every constructor argument of :class:`ToolACESettings`, each accepted spelling typed.
+    """Every accepted constructor spelling, typed as validated (pydantic shows one per field).
 
-    pydantic shows type checkers one name per field, of the field's own type; the adapters'
-    typed ``__init__`` unpacks this instead, so ``model_name=``, ``max_new_tokens=`` and
-    ``api_key="..."`` type-check as they validate. ``tests/adapters/test_settings.py`` keeps it
-    equal to the accepted names.
+    The adapters' typed ``__init__`` unpacks it; ``tests/typing`` keeps it equal to the names.
     """
 
     model: str

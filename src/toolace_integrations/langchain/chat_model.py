@@ -21,13 +21,13 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
+from langchain_core.language_models import LanguageModelInput, ModelProfile
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -37,38 +37,33 @@ from langchain_core.runnables import (
 )
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, Field
+from pydantic import Field
 from typing_extensions import Unpack
 
 from toolace_integrations.core import chat
 from toolace_integrations.core.generation import Backend, GenerationRequest
-from toolace_integrations.errors import (
-    ToolSpecError,
-    UnknownArgumentError,
-)
+from toolace_integrations.errors import ToolSpecError
 from toolace_integrations.format.tools import normalize_tools, resolve_tool_choice
 from toolace_integrations.langchain.batch import end_runs, shared_config, start_runs
 from toolace_integrations.langchain.messages import (
     openai_tools,
     response_format_tool,
-    structured_output,
     to_message,
     unique_tools,
 )
 from toolace_integrations.langchain.messages import to_ai_message as _to_ai_message
-from toolace_integrations.langchain.signatures import ChatToolACEArguments, StructuredAnswer
+from toolace_integrations.langchain.signatures import ChatToolACEArguments
 from toolace_integrations.langchain.stream import Piece, to_chunk, turn_pieces
+from toolace_integrations.langchain.structured import StructuredChatModel
 from toolace_integrations.settings import ToolACESettings, require_messages
 
 __all__ = ["ChatToolACE"]
 
 # Call arguments LangChain itself adds (bind, with_structured_output); taken and dropped.
 _FRAMEWORK_ARGUMENTS = ("stream", "ls_structured_output_format", "structured_output_format")
-_Model = TypeVar("_Model", bound=BaseModel)
-_Method = Literal["function_calling", "json_schema", "json_mode"]
 
 
-class ChatToolACE(ToolACESettings, BaseChatModel):
+class ChatToolACE(ToolACESettings, StructuredChatModel):
     """ToolACE-8B run locally with transformers, with strict, grammar-constrained tool calls.
 
     Construction loads nothing; the weights load on the first call (or :meth:`load`) and are
@@ -223,63 +218,6 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             parallel_tool_calls=parallel_tool_calls,
             **kwargs,
         )
-
-    @overload  # type: ignore[override]  # typed per schema; BaseChatModel's (dict | type) splits
-    def with_structured_output(
-        self, schema: type[_Model], *, include_raw: Literal[False] = False,
-        method: _Method = "function_calling", strict: bool | None = None,
-    ) -> Runnable[LanguageModelInput, _Model]: ...  # fmt: skip
-
-    @overload
-    def with_structured_output(
-        self, schema: type[_Model], *, include_raw: Literal[True],
-        method: _Method = "function_calling", strict: bool | None = None,
-    ) -> Runnable[LanguageModelInput, StructuredAnswer[_Model]]: ...  # fmt: skip
-
-    @overload
-    def with_structured_output(
-        self, schema: dict[str, Any], *, include_raw: Literal[False] = False,
-        method: _Method = "function_calling", strict: bool | None = None,
-    ) -> Runnable[LanguageModelInput, dict[str, Any]]: ...  # fmt: skip
-
-    @overload
-    def with_structured_output(
-        self, schema: dict[str, Any], *, include_raw: Literal[True],
-        method: _Method = "function_calling", strict: bool | None = None,
-    ) -> Runnable[LanguageModelInput, StructuredAnswer[dict[str, Any]]]: ...  # fmt: skip
-
-    @overload
-    def with_structured_output(
-        self, schema: type, *, include_raw: bool = False,
-        method: _Method = "function_calling", strict: bool | None = None,
-    ) -> Runnable[LanguageModelInput, Any]: ...  # fmt: skip
-
-    def with_structured_output(
-        self,
-        schema: dict[str, Any] | type,
-        *,
-        include_raw: bool = False,
-        method: _Method = "function_calling",
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, Any]:
-        """Answer as ``schema`` (pydantic class, TypedDict or JSON schema) via a forced call.
-
-        Every ``method`` runs as one grammar-constrained call of a tool built from ``schema``,
-        so the output always matches it; ``strict`` is accepted and always in effect. An
-        answer cut by ``max_tokens`` gives a :class:`TruncatedOutputError` (as
-        ``parsing_error`` with ``include_raw=True``) rather than ``None``.
-        """
-        if method not in ("function_calling", "json_schema", "json_mode"):
-            raise ValueError(f"Unknown method {method!r}; use 'function_calling'.")
-        if kwargs:
-            raise UnknownArgumentError(f"with_structured_output got unknown arguments {kwargs}.")
-        llm = self.bind_tools(
-            [schema],
-            tool_choice="any",
-            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
-        )
-        return structured_output(llm, schema, include_raw=include_raw)
 
     def batch(
         self,
