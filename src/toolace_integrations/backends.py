@@ -20,7 +20,13 @@ from typing import Any
 from toolace_integrations.core.encoding import PromptEncoder, cached_encoder
 from toolace_integrations.core.generation import Backend, ModelSpec, resolve_model
 
-__all__ = ["checkpoint_context_window", "connect", "prompt_encoder", "release"]
+__all__ = [
+    "checkpoint_context_window",
+    "connect",
+    "prompt_encoder",
+    "release",
+    "require_local_grammar",
+]
 
 
 def connect(
@@ -77,6 +83,20 @@ def connect(
     }
     remote = {name: value for name, value in options.items() if value is not None}
     return RemoteBackend(base_url, model, revision=revision, api_key=api_key, **remote)
+
+
+def require_local_grammar() -> None:
+    """Raise now when the local engine's grammar engine (xgrammar) is not installed.
+
+    Adapters call it where they learn that a local model will constrain tool calls (binding
+    tools), so a missing extra fails there, before weights load or an agent starts.
+
+    Raises:
+        GrammarUnavailableError: xgrammar is missing; the message says both ways out.
+    """
+    from toolace_integrations.local.grammar import require_xgrammar
+
+    require_xgrammar()
 
 
 def prompt_encoder(

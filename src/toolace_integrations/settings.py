@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from typing_extensions import Self
+from typing_extensions import Self, TypedDict
 
 from toolace_integrations.backends import (
     attach,
@@ -30,6 +30,7 @@ from toolace_integrations.backends import (
     connect,
     prompt_encoder,
     release,
+    require_local_grammar,
 )
 from toolace_integrations.core.chat import build_request
 from toolace_integrations.core.encoding import PromptEncoder
@@ -38,7 +39,7 @@ from toolace_integrations.errors import InvalidSettingError, UnknownArgumentErro
 from toolace_integrations.format.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError
 from toolace_integrations.format.tools import FunctionSpec, resolve_tool_choice
 
-__all__ = ["ToolACESettings"]
+__all__ = ["ToolACEArguments", "ToolACESettings"]
 
 _API_KEY_ENV = ("TOOLACE_API_KEY", "OPENAI_API_KEY")
 _CALL_SAMPLING = (
@@ -53,6 +54,44 @@ _CALL_SAMPLING = (
 )
 # Settings that never change an answer, left out of LLM-cache keys (the key is secret too).
 _ANSWER_NEUTRAL = frozenset({"api_key", "timeout", "max_retries", "max_concurrency"})
+
+
+class ToolACEArguments(TypedDict, total=False):
+    """Every accepted constructor spelling, typed as validated (pydantic shows one per field).
+
+    The adapters' typed ``__init__`` unpacks it; ``tests/typing`` keeps it equal to the names.
+    """
+
+    model: str
+    model_name: str
+    revision: str | None
+    dtype: str | None
+    torch_dtype: str | None
+    device_map: str | dict[str, Any] | None
+    attn_implementation: str | None
+    model_kwargs: dict[str, Any]
+    max_new_tokens: int
+    max_tokens: int
+    temperature: float | None
+    top_p: float | None
+    stop: str | list[str] | None
+    seed: int | None
+    cache_implementation: str | None
+    reuse_prefix: bool
+    system_template: str
+    constrained_decoding: bool
+    use_checkpoint_template: bool
+    context_window: int | None
+    base_url: str | None
+    api_base: str | None
+    timeout: float | None
+    request_timeout: float | None
+    max_retries: int | None
+    api_key: str | SecretStr | None
+    grammar_param: Literal["structured_outputs", "none"] | None
+    extra_body: dict[str, Any] | None
+    batch_prompts: bool | None
+    max_concurrency: int | None
 
 
 def _api_key_from_env() -> SecretStr | None:
@@ -251,6 +290,16 @@ class ToolACESettings(BaseModel):
             "max_concurrency": self.max_concurrency,
             "context_window": self.context_window,
         }
+
+    def _require_grammar(self, tools: Collection[Any]) -> None:
+        """Fail now if binding ``tools`` here will need xgrammar and it is not installed.
+
+        Raises:
+            GrammarUnavailableError: tools, ``constrained_decoding`` on, a local model (a
+                server constrains on its side) and no xgrammar.
+        """
+        if tools and self.constrained_decoding and self.base_url is None:
+            require_local_grammar()
 
     def _encoder(self) -> PromptEncoder:
         """The checkpoint's tokenizer alone, for prompt text and token counts without weights."""

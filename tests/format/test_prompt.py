@@ -247,3 +247,22 @@ def test_prompt_tool_json_has_toolaces_key_order(make: Any) -> None:
     for order in _key_orders(rendered["parameters"]):
         if "type" in order:
             assert order[0] == "type", order
+
+
+def test_a_system_message_mid_conversation_stays_where_it_was() -> None:  # issue 26.8
+    rendered = render_messages(
+        [
+            Message("system", "Be brief."),
+            Message("user", "hi"),
+            Message("assistant", "hello"),
+            Message("system", " Now answer in French. "),
+            Message("user", "and now?"),
+        ]
+    )
+    assert rendered == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "system", "content": "Now answer in French."},
+        {"role": "user", "content": "and now?"},
+    ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -105,6 +105,15 @@ def system_prompt(tools: Sequence[FunctionSpec], template: str = DEFAULT_SYSTEM_
     return template.replace("{functions}", functions)
 
 
+def join_text_blocks(texts: Iterable[str]) -> str:
+    """One message's separate text blocks as one text, a newline between blocks.
+
+    As vLLM's OpenAI server and LlamaIndex's ``ChatMessage.content`` join them (LangChain's
+    ``message.text`` glues them, which suits stream pieces, not separate parts).
+    """
+    return "\n".join(texts)
+
+
 def render_messages(
     messages: Sequence[Message],
     tools: Sequence[FunctionSpec] = (),
@@ -114,17 +123,19 @@ def render_messages(
     """Render a conversation to the role/content messages ToolACE-8B was trained on.
 
     The ToolACE instructions and tool list open the system turn when tools are bound; the
-    user's own system messages follow them in that turn. Assistant calls are replayed as call
-    text, and consecutive tool results become one ``ipython`` turn. Contents are stripped, as
-    ToolACE's chat template trims them.
+    system messages that open the conversation follow them in that turn. A system message
+    later in the conversation stays where it was, as a system turn of its own. Assistant calls
+    are replayed as call text, and consecutive tool results become one ``ipython`` turn.
+    Contents are stripped, as ToolACE's chat template trims them.
 
     Raises:
         PromptError: a tool result answers no earlier call and carries no tool name, or a text
             holds a lone surrogate (not valid Unicode, so no tokenizer can encode it).
         CallFormatError: a past call's arguments cannot be written in the call syntax.
     """
+    opening = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
     system_parts = [system_prompt(tools, system_template)] if tools else []
-    system_parts += [m.content for m in messages if m.role == "system"]
+    system_parts += [m.content for m in messages[:opening]]
     system_parts = [part.strip() for part in system_parts if part.strip()]
     rendered: list[dict[str, str]] = []
     if system_parts:
@@ -132,11 +143,13 @@ def render_messages(
 
     call_names: dict[str, str] = {}
     pending_results: list[dict[str, Any]] = []
-    for message in messages:
+    for message in messages[opening:]:
         if message.role != "tool" and pending_results:
             rendered.append(_tool_results_turn(pending_results))
             pending_results = []
         if message.role == "system":
+            if message.content.strip():
+                rendered.append({"role": "system", "content": message.content.strip()})
             continue
         if message.role == "tool":
             pending_results.append(_tool_result(message, call_names))

@@ -21,13 +21,13 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
+from langchain_core.language_models import LanguageModelInput, ModelProfile
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -37,25 +37,24 @@ from langchain_core.runnables import (
 )
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, Field
+from pydantic import Field
+from typing_extensions import Unpack
 
 from toolace_integrations.core import chat
 from toolace_integrations.core.generation import Backend, GenerationRequest
-from toolace_integrations.errors import (
-    ToolSpecError,
-    UnknownArgumentError,
-)
+from toolace_integrations.errors import ToolSpecError
 from toolace_integrations.format.tools import normalize_tools, resolve_tool_choice
 from toolace_integrations.langchain.batch import end_runs, shared_config, start_runs
 from toolace_integrations.langchain.messages import (
     openai_tools,
     response_format_tool,
-    structured_output,
     to_message,
     unique_tools,
 )
 from toolace_integrations.langchain.messages import to_ai_message as _to_ai_message
+from toolace_integrations.langchain.signatures import ChatToolACEArguments
 from toolace_integrations.langchain.stream import Piece, to_chunk, turn_pieces
+from toolace_integrations.langchain.structured import StructuredChatModel
 from toolace_integrations.settings import ToolACESettings, require_messages
 
 __all__ = ["ChatToolACE"]
@@ -64,7 +63,7 @@ __all__ = ["ChatToolACE"]
 _FRAMEWORK_ARGUMENTS = ("stream", "ls_structured_output_format", "structured_output_format")
 
 
-class ChatToolACE(ToolACESettings, BaseChatModel):
+class ChatToolACE(ToolACESettings, StructuredChatModel):
     """ToolACE-8B run locally with transformers, with strict, grammar-constrained tool calls.
 
     Construction loads nothing; the weights load on the first call (or :meth:`load`) and are
@@ -106,6 +105,10 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
     streaming: bool = Field(default=False, description="Make invoke() stream under the hood.")
 
     _ACCEPTED_ARGUMENTS: ClassVar[frozenset[str]] = frozenset({"stream_usage"})
+
+    if TYPE_CHECKING:  # every accepted spelling, typed as validated (pydantic shows one per field)
+
+        def __init__(self, **kwargs: Unpack[ChatToolACEArguments]) -> None: ...
 
     @property
     def _llm_type(self) -> str:
@@ -202,8 +205,10 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         Raises:
             ToolSpecError: a tool ToolACE's call syntax cannot express.
             ToolChoiceError: an unknown ``tool_choice`` or one naming an unbound tool.
+            GrammarUnavailableError: constrained decoding on a local model without xgrammar.
         """
         formatted = unique_tools([convert_to_openai_tool(tool) for tool in tools])
+        self._require_grammar(formatted)
         if parallel_tool_calls is None and "ls_structured_output_format" in kwargs:
             parallel_tool_calls = False  # with_structured_output wants exactly one answer
         resolve_tool_choice(tool_choice, normalize_tools(formatted))
@@ -213,33 +218,6 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             parallel_tool_calls=parallel_tool_calls,
             **kwargs,
         )
-
-    def with_structured_output(
-        self,
-        schema: dict[str, Any] | type,
-        *,
-        include_raw: bool = False,
-        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """Answer as ``schema`` (pydantic class, TypedDict or JSON schema) via a forced call.
-
-        Every ``method`` runs as one grammar-constrained call of a tool built from ``schema``,
-        so the output always matches it; ``strict`` is accepted and always in effect. An
-        answer cut by ``max_tokens`` gives a :class:`TruncatedOutputError` (as
-        ``parsing_error`` with ``include_raw=True``) rather than ``None``.
-        """
-        if method not in ("function_calling", "json_schema", "json_mode"):
-            raise ValueError(f"Unknown method {method!r}; use 'function_calling'.")
-        if kwargs:
-            raise UnknownArgumentError(f"with_structured_output got unknown arguments {kwargs}.")
-        llm = self.bind_tools(
-            [schema],
-            tool_choice="any",
-            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
-        )
-        return structured_output(llm, schema, include_raw=include_raw)
 
     def batch(
         self,
@@ -394,4 +372,5 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         """The backend and request for a call; bad input raises before any model work."""
         require_messages(messages)
         request, answer_tool, model = self._request(messages, stop, kwargs)
+        self._require_grammar(request.tools)
         return self._backend(model), request, answer_tool

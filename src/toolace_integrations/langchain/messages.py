@@ -27,7 +27,12 @@ from pydantic import BaseModel
 from toolace_integrations.core import chat
 from toolace_integrations.errors import ToolSpecError, TruncatedOutputError
 from toolace_integrations.format.parsing import ToolCall
-from toolace_integrations.format.prompt import Message, PromptError, tool_schema_for_prompt
+from toolace_integrations.format.prompt import (
+    Message,
+    PromptError,
+    join_text_blocks,
+    tool_schema_for_prompt,
+)
 from toolace_integrations.format.tools import FunctionSpec, normalize_tools
 
 _SKIPPED_BLOCKS = {"tool_call", "tool_call_chunk", "invalid_tool_call", "tool_use", "reasoning"}
@@ -47,6 +52,7 @@ def unique_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _text(content: str | list[Any]) -> str:
+    """The text of a message's content; separate text blocks stay apart (a newline between)."""
     if isinstance(content, str):
         return content
     parts = []
@@ -59,7 +65,7 @@ def _text(content: str | list[Any]) -> str:
                 f"ToolACE-8B reads text only; a {kind!r} content block cannot be sent. "
                 "Describe the content in text instead."
             )
-    return "".join(parts)
+    return join_text_blocks(parts)
 
 
 def to_message(message: BaseMessage) -> Message:

@@ -33,9 +33,13 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     ToolCallBlock,
 )
+from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.core.llms.llm import ToolSelection
+from llama_index.core.llms.llm import CompletionToPromptType, MessagesToPromptType, ToolSelection
+from llama_index.core.prompts.base import BasePromptTemplate
+from llama_index.core.types import BaseOutputParser, PydanticProgramMode
+from typing_extensions import Unpack
 
 from toolace_integrations.core.chat import (
     ChatEvent,
@@ -53,7 +57,7 @@ from toolace_integrations.llama_index.messages import (
     tool_calls,
     with_cache_usage,
 )
-from toolace_integrations.settings import ToolACESettings, require_messages
+from toolace_integrations.settings import ToolACEArguments, ToolACESettings, require_messages
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -61,6 +65,20 @@ if TYPE_CHECKING:
 __all__ = ["NoToolCallError", "ToolACELLM"]
 
 _DEFAULT_CONTEXT_WINDOW = 131072  # ToolACE-8B (Llama-3.1) max_position_embeddings
+
+
+class ToolACELLMArguments(ToolACEArguments, total=False):
+    """The shared settings' spellings plus LlamaIndex ``LLM``'s own fields, for type checkers."""
+
+    class_name: str
+    callback_manager: CallbackManager
+    rate_limiter: Any
+    system_prompt: str | None
+    messages_to_prompt: MessagesToPromptType | None
+    completion_to_prompt: CompletionToPromptType | None
+    output_parser: BaseOutputParser | None
+    pydantic_program_mode: PydanticProgramMode
+    query_wrapper_prompt: BasePromptTemplate | None
 
 
 class ToolACELLM(ToolACESettings, FunctionCallingLLM):
@@ -103,6 +121,10 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
     """
 
     _ACCEPTED_ARGUMENTS: ClassVar[frozenset[str]] = frozenset({"class_name"})
+
+    if TYPE_CHECKING:  # every accepted spelling, typed as validated (pydantic shows one per field)
+
+        def __init__(self, **kwargs: Unpack[ToolACELLMArguments]) -> None: ...
 
     @classmethod
     def class_name(cls) -> str:
@@ -147,6 +169,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         """Generate one assistant turn; concurrent calls are batched together."""
         require_messages(messages)
         request = await asyncio.to_thread(self._build_request, messages, kwargs)
+        self._require_grammar(request.tools)
         backend = await asyncio.to_thread(self._load)
         result = await arun_chat(backend, request)
         response = chat_response(ChatEvent(result.parsed.content, result), result.parsed.content)
@@ -201,7 +224,11 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         ``tool_choice`` (``"auto"``, ``"none"``, ``"required"``, a tool name or an OpenAI
         ``{"type": "function", ...}`` dict) wins over ``tool_required``, which means
         ``"required"``; ``allow_parallel_tool_calls=False`` allows one call at most.
+
+        Raises:
+            GrammarUnavailableError: constrained decoding on a local model without xgrammar.
         """
+        self._require_grammar(tools)
         messages = list(chat_history or [])
         if isinstance(user_msg, str):
             user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
@@ -293,6 +320,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         """The one generation path: chat events mapped to cumulative ``ChatResponse`` records."""
         require_messages(messages)
         request = self._build_request(messages, kwargs)
+        self._require_grammar(request.tools)
         text = ""
         calls: dict[str, tuple[int, str, str]] = {}  # id: index, name, arguments so far
         for event in stream_chat(self._load(), request, cancel):

@@ -21,7 +21,7 @@ from llama_index.core.base.llms.types import (
 from toolace_integrations.core.chat import ChatEvent, ChatTurn
 from toolace_integrations.format.parsing import ToolCall
 from toolace_integrations.format.partial_json import partial_arguments
-from toolace_integrations.format.prompt import Message, PromptError, Role
+from toolace_integrations.format.prompt import Message, PromptError, Role, join_text_blocks
 
 _ROLES: dict[MessageRole, Role] = {
     MessageRole.SYSTEM: "system",
@@ -58,7 +58,7 @@ def to_message(message: ChatMessage) -> Message:
             f"{type(blocks[0]).__name__}. Describe it in text or use a multimodal model."
         )
     role = _ROLES[message.role]
-    text = message.content or ""
+    text = join_text_blocks(b.text for b in message.blocks if isinstance(b, TextBlock))
     extra = message.additional_kwargs
     if role == "tool":
         name = extra.get("name") or extra.get("tool_name")

@@ -7,6 +7,7 @@ processors. xgrammar is an optional dependency imported only when a constraint i
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,7 +24,24 @@ if TYPE_CHECKING:
     from transformers import LogitsProcessor as Processor
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["GrammarConstraint", "max_grammar_bytes", "tool_call_grammar"]
+__all__ = ["GrammarConstraint", "max_grammar_bytes", "require_xgrammar", "tool_call_grammar"]
+
+_MISSING_XGRAMMAR = (
+    "Constrained decoding (constrained_decoding=True, the default) with bound tools needs "
+    'xgrammar, which is not installed. Either install it: pip install "toolace-integrations'
+    '[grammar]" (or pip install xgrammar); or pass constrained_decoding=False to the model, '
+    "which then generates freely and only parses and validates the calls."
+)
+
+
+def require_xgrammar() -> None:
+    """Raise unless xgrammar is installed; looks it up without importing it.
+
+    Raises:
+        GrammarUnavailableError: xgrammar is not installed (the message says both ways out).
+    """
+    if importlib.util.find_spec("xgrammar") is None:
+        raise GrammarUnavailableError(_MISSING_XGRAMMAR)
 
 
 def _import_xgrammar() -> Any:
@@ -31,10 +49,7 @@ def _import_xgrammar() -> Any:
         import xgrammar
         import xgrammar.contrib.hf
     except ImportError as e:
-        raise GrammarUnavailableError(
-            'Constrained decoding needs xgrammar: pip install "toolace-integrations[grammar]" '
-            "(or pip install xgrammar)."
-        ) from e
+        raise GrammarUnavailableError(_MISSING_XGRAMMAR) from e
     return xgrammar
 
 

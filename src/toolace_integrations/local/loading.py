@@ -1,11 +1,21 @@
-"""Loading a checkpoint: weights from ``from_pretrained`` with clear errors, and its end tokens."""
+"""Loading a checkpoint: weights from ``from_pretrained`` with clear errors, and its end tokens.
+
+A Hub checkpoint whose weights are not in the cache yet is downloaded first with progress bars
+(files and bytes; ``HF_HUB_DISABLE_PROGRESS_BARS=1`` hides them), whatever switch turned the
+library's own bars off; loading from the cache stays quiet unless transformers' logging is at
+INFO. The quiet load is per thread (a context variable that one transformers tqdm hook reads),
+never a library-wide switch flipped around the call.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +27,16 @@ from toolace_integrations.core.generation import ModelSpec
 from toolace_integrations.errors import GenerationError, ModelLoadError
 
 END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
+# What from_pretrained reads of a safetensors checkpoint (transformers' file names); a repository
+# with other weight files gets them from from_pretrained itself.
+WEIGHT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*-of-*.safetensors",
+)
+_LOADING_QUIETLY: ContextVar[bool] = ContextVar("toolace_loading_quietly", default=False)
 
 
 def stop_token_ids(tokenizer: Any, model: PreTrainedModel) -> tuple[int, ...]:
@@ -56,7 +76,8 @@ def load_model(spec: ModelSpec) -> PreTrainedModel:
         if getattr(spec, name) is not None:
             options[name] = getattr(spec, name)
     try:
-        with _quiet_progress():
+        download_missing_weights(spec)
+        with _quiet_loading():
             model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(spec.model, **options)
     except torch.OutOfMemoryError as error:
         raise GenerationError(OOM_ADVICE) from error
@@ -82,14 +103,73 @@ OOM_ADVICE = (
 )
 
 
+def download_missing_weights(spec: ModelSpec) -> bool:
+    """Download a Hub checkpoint's missing weight files into the cache, showing progress.
+
+    A local folder, ``local_files_only``, offline mode, or a Hub that cannot be asked leave it
+    to ``from_pretrained`` (which then loads from the cache or says what is missing). The
+    ``cache_dir`` and ``token`` of ``model_kwargs`` apply, as ``from_pretrained`` uses them.
+
+    Returns:
+        Whether anything was downloaded.
+    """
+    if Path(spec.model).is_dir() or spec.model_kwargs.get("local_files_only"):
+        return False
+    from huggingface_hub import constants, snapshot_download
+    from tqdm.auto import tqdm
+
+    hub = {key: value for key, value in spec.model_kwargs.items() if key in ("cache_dir", "token")}
+    patterns = list(WEIGHT_FILES)
+    try:
+        planned = snapshot_download(
+            spec.model, revision=spec.revision, allow_patterns=patterns, dry_run=True, **hub
+        )
+    except (OSError, ValueError):  # offline, unknown or gated repo: from_pretrained explains
+        return False
+    if not any(file.will_download for file in planned):
+        return False
+    # A plain tqdm class: the Hub's own bars may be off (transformers' disable_progress_bar
+    # turns them off too), but minutes of download need a bar; only the variable hides it.
+    progress = None if constants.HF_HUB_DISABLE_PROGRESS_BARS else tqdm
+    snapshot_download(
+        spec.model, revision=spec.revision, allow_patterns=patterns, tqdm_class=progress, **hub
+    )
+    return True
+
+
 @contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """No "Loading weights" bar unless the user made transformers' logging INFO or chattier."""
-    quiet = hf_logging.get_verbosity() > logging.INFO and hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+def _quiet_loading() -> Iterator[None]:
+    """No transformers bar ("Loading weights") in this thread's load, unless logging is INFO."""
+    quiet = hf_logging.get_verbosity() > logging.INFO
+    _install_loading_bar_hook()
+    token = _LOADING_QUIETLY.set(quiet)
     try:
         yield
     finally:
-        if quiet:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+        _LOADING_QUIETLY.reset(token)
+
+
+TqdmHook = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+class _LoadingBarHook:
+    """transformers' tqdm hook: an empty bar inside a quiet load, else what it did before."""
+
+    def __init__(self) -> None:
+        self.previous: TqdmHook | None = None
+
+    def __call__(
+        self, factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if _LOADING_QUIETLY.get():
+            return hf_logging.EmptyTqdm(*args, **kwargs)  # type: ignore[no-untyped-call]
+        if self.previous is not None:
+            return self.previous(factory, args, kwargs)
+        return factory(*args, **kwargs)
+
+
+@functools.cache
+def _install_loading_bar_hook() -> None:
+    """Once per process; a hook set earlier still runs, one set later replaces this one."""
+    hook = _LoadingBarHook()
+    hook.previous = hf_logging.set_tqdm_hook(hook)
