@@ -211,7 +211,8 @@ async def test_concurrent_calls_prefill_the_prompts_they_get_alone(
     """Hostile, forced and checkpoint-template callers at once, through ``ainvoke``.
 
     Every prompt the model prefills must be exactly the prompt its call gets alone, and the
-    hostile prompt alone has no more control tokens than a harmless one.
+    hostile prompt alone has no more control tokens than a harmless one. (60 calls catch the
+    old race only now and then; the encoder-level test above is the one that always does.)
     """
     common = {"model": tiny_model_path, "dtype": DTYPE, "max_tokens": 8}
     callers = {

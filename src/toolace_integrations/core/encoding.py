@@ -55,6 +55,9 @@ class TextEncoder:
 
     Use :func:`text_encoder` to get the one encoder of a tokenizer.
 
+    Notes:
+        The two copies cost memory: about 90 MB for Llama-3.1's 128,256-token vocabulary.
+
     Attributes:
         content: Keeps special-token text as plain text (message content, model output).
         template: Reads special-token text as control tokens (a chat template's own text).
