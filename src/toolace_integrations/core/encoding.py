@@ -2,14 +2,17 @@
 
 Both backends encode through :class:`PromptEncoder`: the local engine feeds the ids to
 ``generate`` and the remote backend sends the same ids to the server, so the two see identical
-prompts, and text inside message content never becomes a control token in either.
+prompts, and text inside message content never becomes a control token in either. Every piece of
+text anyone encodes (prompts, token counts, the budget closer's closing text, training dialogs)
+goes through the tokenizer's :class:`TextEncoder`, whose state never changes once built.
 """
 
 from __future__ import annotations
 
 import re
-import threading
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -39,6 +42,88 @@ def load_tokenizer(model: str, revision: str | None = None) -> Any:
     return tokenizer
 
 
+@dataclass(frozen=True, eq=False)
+class TextEncoder:
+    """Token ids of text, from two private copies of a fast tokenizer that nobody reconfigures.
+
+    transformers applies ``split_special_tokens`` by setting a flag on the tokenizer's shared
+    Rust backend before each encode, so any other thread encoding with that tokenizer may get
+    the other setting (special-token text in user content turning into real control tokens),
+    and a fork in the middle leaves the child waiting for ever on the backend's lock. Here each
+    setting has its own copy of the backend, configured once before anyone can use it: encoding
+    only reads them, so any number of threads and forked children may share one encoder.
+
+    Use :func:`text_encoder` to get the one encoder of a tokenizer.
+
+    Notes:
+        The two copies cost memory: about 90 MB for Llama-3.1's 128,256-token vocabulary.
+
+    Attributes:
+        content: Keeps special-token text as plain text (message content, model output).
+        template: Reads special-token text as control tokens (a chat template's own text).
+    """
+
+    content: Any
+    template: Any
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> TextEncoder:
+        """The encoder of a transformers fast tokenizer (its ``backend_tokenizer`` copied twice).
+
+        Raises:
+            ModelLoadError: the tokenizer has no fast (``tokenizers``) backend.
+        """
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or not hasattr(backend, "to_str"):
+            raise ModelLoadError(
+                f"{type(tokenizer).__name__} has no fast tokenizer backend, which "
+                "toolace-integrations needs to keep special-token text in messages plain. Load "
+                "a checkpoint that ships tokenizer.json (ToolACE-8B does), or convert the "
+                "tokenizer with transformers' convert_slow_tokenizer and save it."
+            )
+        serialized = backend.to_str()
+        return cls(_private_copy(serialized, True), _private_copy(serialized, False))
+
+    def content_ids(self, text: str) -> list[int]:
+        """Ids of ``text`` with special-token text kept plain (``<|eot_id|>`` is just text)."""
+        ids: list[int] = self.content.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def template_ids(self, text: str) -> list[int]:
+        """Ids of ``text`` with special-token text read as the control tokens it spells."""
+        ids: list[int] = self.template.encode(text, add_special_tokens=False).ids
+        return ids
+
+
+def _private_copy(serialized: str, encode_special_tokens: bool) -> Any:
+    """A new Rust tokenizer from ``serialized``, set up for one setting before it is shared."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(serialized)
+    copy.no_truncation()
+    copy.no_padding()
+    copy.encode_special_tokens = encode_special_tokens
+    return copy
+
+
+_text_encoders: weakref.WeakKeyDictionary[Any, TextEncoder] = weakref.WeakKeyDictionary()
+
+
+def text_encoder(tokenizer: Any) -> TextEncoder:
+    """The :class:`TextEncoder` of ``tokenizer``, built on first use and kept while it lives.
+
+    Notes:
+        Tokens added to ``tokenizer`` after its first use are not seen by its encoder.
+
+    Raises:
+        ModelLoadError: the tokenizer has no fast (``tokenizers``) backend.
+    """
+    encoder = _text_encoders.get(tokenizer)
+    if encoder is None:  # two threads may both build one; the first stored is kept
+        encoder = _text_encoders.setdefault(tokenizer, TextEncoder.of(tokenizer))
+    return encoder
+
+
 class PromptEncoder:
     """Renders role/content messages in a chat layout and encodes them safely.
 
@@ -50,15 +135,17 @@ class PromptEncoder:
     and a conversation whose content holds special-token text is refused (that text would
     become control tokens).
 
-    Thread-safe: the fast tokenizer applies ``split_special_tokens`` by flipping shared state,
-    so tokenization runs under a lock.
+    Thread-safe and fork-safe without locks: it encodes through the tokenizer's
+    :class:`TextEncoder` (``text``), which nothing reconfigures.
 
     Raises:
         PromptError: ``use_checkpoint_template`` with a tokenizer that has no chat template.
+        ModelLoadError: the tokenizer has no fast (``tokenizers``) backend.
     """
 
     def __init__(self, tokenizer: Any, *, use_checkpoint_template: bool = False) -> None:
         self.tokenizer = tokenizer
+        self.text = text_encoder(tokenizer)
         self.use_checkpoint_template = use_checkpoint_template
         self._template = TOOLACE_CHAT_TEMPLATE
         if use_checkpoint_template:
@@ -70,7 +157,6 @@ class PromptEncoder:
                     "tokenizer.chat_template."
                 )
             self._template = template
-        self._lock = threading.Lock()
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The full prompt text the chat layout renders for ``messages``."""
@@ -86,10 +172,10 @@ class PromptEncoder:
         """Token ids of the prompt; message content never turns into control tokens.
 
         Default layout: the template renders placeholders for each content; the template's
-        own text is tokenized with special tokens, each content with
-        ``split_special_tokens=True``, so text such as ``<|eot_id|>`` inside a tool result stays
-        plain text and cannot forge a turn. For stripped contents without special-token text
-        this equals tokenizing the whole rendered text.
+        own text is tokenized with special tokens, each content with special-token text kept
+        plain (:meth:`TextEncoder.content_ids`), so text such as ``<|eot_id|>`` inside a tool
+        result stays plain text and cannot forge a turn. For stripped contents without
+        special-token text this equals tokenizing the whole rendered text.
 
         Raises:
             PromptError: with ``use_checkpoint_template``, content holds special-token text or
@@ -102,11 +188,10 @@ class PromptEncoder:
         ids: list[int] = []
         position = 0
         for match in _CONTENT_MARK.finditer(template_text):
-            ids += self.tokenize(template_text[position : match.start()], split_special=False)
-            content = messages[int(match.group(1))]["content"]
-            ids += self.tokenize(content, split_special=True)
+            ids += self.text.template_ids(template_text[position : match.start()])
+            ids += self.text.content_ids(messages[int(match.group(1))]["content"])
             position = match.end()
-        ids += self.tokenize(template_text[position:], split_special=False)
+        ids += self.text.template_ids(template_text[position:])
         return ids
 
     def _encode_whole(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
@@ -133,17 +218,7 @@ class PromptEncoder:
                 "The checkpoint's chat template turns message content into special tokens, "
                 "which could forge turns; use the default layout (use_checkpoint_template=False)."
             )
-        return self.tokenize(text, split_special=False)
-
-    def tokenize(self, text: str, *, split_special: bool) -> list[int]:
-        """Ids of ``text`` alone; ``split_special`` keeps special-token text plain."""
-        if not text:
-            return []
-        with self._lock:
-            ids: list[int] = self.tokenizer(  # verbose=False: the engine reports long prompts
-                text, add_special_tokens=False, split_special_tokens=split_special, verbose=False
-            )["input_ids"]
-        return ids
+        return self.text.template_ids(text)
 
 
 def _count(text: str, tokens: Sequence[str]) -> int:
@@ -156,5 +231,8 @@ def cached_encoder(
     model: str, revision: str | None = None, checkpoint_template: bool = False
 ) -> PromptEncoder:
     """The encoder of ``model``'s tokenizer, loaded alone (no weights) once per process."""
-    tokenizer = load_tokenizer(model, revision)
+    if checkpoint_template:  # the same tokenizer (and text encoder) as the default layout's
+        tokenizer = cached_encoder(model, revision).tokenizer
+    else:
+        tokenizer = load_tokenizer(model, revision)
     return PromptEncoder(tokenizer, use_checkpoint_template=checkpoint_template)

@@ -179,7 +179,7 @@ class DialogEncoder:
             if prompt[: len(ids)] != ids:
                 raise AssertionError("a later prompt does not extend the earlier turns")
             content = render_messages(dialog[: index + 1], tools)[-1]["content"]
-            answer = self.prompts.tokenize(content, split_special=True)
+            answer = self.prompts.text.content_ids(content)
             labels += [-100] * (len(prompt) - len(ids)) + answer + [self.eot]
             ids = prompt + answer + [self.eot]
         return ids, labels

@@ -159,7 +159,7 @@ class ChatToolACE(ToolACESettings, StructuredChatModel):
         """Token ids of ``text`` from the checkpoint's tokenizer (loaded alone, no weights)."""
         if self.custom_get_token_ids is not None:
             return self.custom_get_token_ids(text)
-        return self._encoder().tokenize(text, split_special=True)
+        return self._encoder().text.content_ids(text)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
+from toolace_integrations.core.encoding import text_encoder
 from toolace_integrations.core.generation import GenerationRequest
 from toolace_integrations.format.closing import Closer
 from toolace_integrations.format.schema_values import Kind, Schemas
@@ -74,7 +75,7 @@ class CallCloser:
             closing = self.closer.closing()
             if closing is None:
                 return None
-            tokens = self.tokenizer.encode(closing, add_special_tokens=False)
+            tokens = text_encoder(self.tokenizer).content_ids(closing)
             if remaining > len(tokens) + self.margin:
                 return None
             self.plan = list(tokens)
@@ -135,7 +136,7 @@ def _margin(tokenizer: Any, tools: Sequence[FunctionSpec], choice: ToolChoice) -
         texts += [text * 2 for text in _openings(schemas, kind, 0)]
         if choice.parallel:  # ", name(...)" after a call
             texts.append(", " + tool.name + (closer.shortest_call(tool.name + "(") or ""))
-    sizes = [len(tokenizer.encode(text, add_special_tokens=False)) for text in texts]
+    sizes = [len(text_encoder(tokenizer).content_ids(text)) for text in texts]
     return max(sizes, default=0) + 4
 
 

@@ -332,9 +332,7 @@ class RemoteBackend:
         )  # fmt: skip
 
     def _result(self, answer: Answer, ids: Sequence[int]) -> GenerationResult:
-        return completion_result(
-            answer, ids, lambda text: self._encoder().tokenize(text, split_special=True)
-        )
+        return completion_result(answer, ids, self._encoder().text.content_ids)
 
     def _open(
         self, body: Mapping[str, Any], attempt: int
