@@ -20,6 +20,12 @@ from toolace_integrations.format.prompt import render_messages, tool_schema_for_
 from toolace_integrations.local.engine import load_engine
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A command that trains the default demo model by mistake does it in a scratch folder."""
+    monkeypatch.setenv("TOOLACE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A demo-shaped model after a few training steps: the plumbing is real, answers are noise.
