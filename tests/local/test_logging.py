@@ -11,13 +11,9 @@ import re
 
 import pytest
 
-from toolace_integrations.format.tools import FunctionSpec, ToolChoice
-from toolace_integrations.local.engine import (
-    GenerationRequest,
-    ModelSpec,
-    SamplingParams,
-    TransformersEngine,
-)
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice, ToolChoiceMode
+from toolace_integrations.core.generation import GenerationRequest, ModelSpec, SamplingParams
+from toolace_integrations.local.engine import TransformersEngine
 
 SYSTEM = {"role": "system", "content": "You answer questions about the weather. " * 20}
 LOGGER = "toolace_integrations"
@@ -30,13 +26,16 @@ def engine(tiny_model_path: str) -> TransformersEngine:
 
 
 def _ask(
-    question: str, tokens: int = 6, tools: tuple[FunctionSpec, ...] = (), choice: str | None = None
+    question: str,
+    tokens: int = 6,
+    tools: tuple[FunctionSpec, ...] = (),
+    choice: ToolChoiceMode | None = None,
 ) -> GenerationRequest:
     return GenerationRequest(
         (SYSTEM, {"role": "user", "content": question}),
         SamplingParams(max_new_tokens=tokens),
         tools,
-        ToolChoice(choice) if choice else None,  # type: ignore[arg-type]
+        ToolChoice(choice) if choice else None,
         constrained=choice is not None,
     )
 
