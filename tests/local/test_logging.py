@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from toolace_integrations.format.tools import FunctionSpec, ToolChoice, ToolChoiceMode
 from toolace_integrations.core.generation import GenerationRequest, ModelSpec, SamplingParams
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice, ToolChoiceMode
 from toolace_integrations.local.engine import TransformersEngine
 
 SYSTEM = {"role": "system", "content": "You answer questions about the weather. " * 20}
