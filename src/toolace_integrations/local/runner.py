@@ -318,7 +318,7 @@ class Runner:
             closed = row.closer is not None and row.closer.closed
             logger.debug(
                 "row finished (%s) after %d new tokens%s",
-                row.decoder.finish,
+                row.decoder.finish or "stop",
                 len(row.decoder.tokens),
                 "; its call list was closed early to fit max_new_tokens" if closed else "",
             )
