@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ from toolace_integrations.format.prompt import render_messages, tool_schema_for_
 from toolace_integrations.local.engine import load_engine
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A command that trains the default demo model by mistake does it in a scratch folder."""
+    monkeypatch.setenv("TOOLACE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A demo-shaped model after a few training steps: the plumbing is real, answers are noise.
@@ -31,15 +38,20 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def prompts(monkeypatch: pytest.MonkeyPatch) -> list[list[dict[str, str]]]:
-    """Every conversation the model is prompted with, in order, as role/content messages."""
+    """Every conversation the model generates from, in order, as role/content messages.
+
+    Prompts only counted (the chat's window check) are not recorded.
+    """
+    from toolace_integrations.local.engine import TransformersEngine
+
     seen: list[list[dict[str, str]]] = []
-    encode = PromptEncoder.encode
+    prepare = TransformersEngine.prepare
 
-    def recording(self: PromptEncoder, messages: Any) -> list[int]:
-        seen.append([dict(m) for m in messages])
-        return encode(self, messages)
+    def recording(self: TransformersEngine, request: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append([dict(m) for m in request.messages])
+        return prepare(self, request, *args, **kwargs)
 
-    monkeypatch.setattr(PromptEncoder, "encode", recording)
+    monkeypatch.setattr(TransformersEngine, "prepare", recording)
     return seen
 
 
@@ -312,10 +324,177 @@ def test_evaluate_reports_held_out_accuracy(
     assert re.search(r"2 held-out questions: right tool \d+%, calls exactly right \d+%", out)
 
 
-def test_help_shows_examples(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["demo", "chat"])
+def test_help_shows_examples_one_a_line(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--help"])
+        main([command, "--help"])
     assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "examples:" in out and "--model Team-ACE/ToolACE-8B" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert "examples:" in lines and "  toolace-integrations demo" in lines
+    assert any(line.startswith("  toolace-integrations demo --model Team-ACE/") for line in lines)
     assert main([]) == 2
+
+
+@pytest.fixture(scope="module")
+def small_window_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny model with a 640-token window: the demo tools' prompt and a few turns fill it."""
+    from toolace_integrations.testing import make_tiny_toolace
+
+    return make_tiny_toolace(tmp_path_factory.mktemp("window"), max_position_embeddings=640)
+
+
+def _type(monkeypatch: pytest.MonkeyPatch, *lines: str) -> None:
+    typed = iter([*lines, "exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+
+
+def test_chat_drops_the_oldest_turns_when_the_window_fills(
+    small_window_model: str,
+    prompts: list[list[dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    questions = [f"What is {n} * 7?" for n in range(1, 21)]
+    _type(monkeypatch, *questions)
+    engine = load_engine(ModelSpec(small_window_model))
+    with steer(engine, *[f"It is {7 * n}." for n in range(1, 21)]) as unused:
+        assert main(["chat", "--model", small_window_model, "--max-new-tokens", "16"]) == 0
+    assert not unused
+    out = capsys.readouterr().out
+    assert out.count("Assistant: It is ") == 20
+    outgrew = r"^  \(the conversation outgrew the model's 640-token window: dropped the oldest "
+    dropped = re.findall(outgrew + r"(?:turn|\d+ turns)\)$", out, re.MULTILINE)
+    assert dropped and "Traceback" not in out
+    assert len(prompts) == 20
+    for asked, prompt in enumerate(prompts, start=1):
+        users = [m["content"] for m in prompt if m["role"] == "user"]
+        assert users == questions[asked - len(users) : asked]  # the latest turns, whole
+        assert len(engine.encode(prompt)) + 16 <= 640
+    assert len([m for m in prompts[-1] if m["role"] == "user"]) < 20
+
+
+def test_chat_reports_a_message_too_long_alone_and_goes_on(
+    small_window_model: str,
+    prompts: list[list[dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _type(monkeypatch, "What is 2 * 3?", "pasted " * 300, "What is 12 * 7?")
+    engine = load_engine(ModelSpec(small_window_model))
+    with steer(engine, "It is 6.", "It is 84.") as unused:
+        assert main(["chat", "--model", small_window_model, "--max-new-tokens", "16"]) == 0
+    assert not unused
+    out = capsys.readouterr().out
+    refusals = [line for line in out.splitlines() if line.startswith("  (not answered:")]
+    assert len(refusals) == 1 and "this turn is too long for the model" in refusals[0]
+    assert "Assistant: It is 84." in out
+    users = [m["content"] for m in prompts[-1] if m["role"] == "user"]
+    assert users == ["What is 2 * 3?", "What is 12 * 7?"]  # the long one was never sent
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A local port nothing listens on (bound, never listening: connections are refused)."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["chat", "--model", "./no-such-folder"], "There is no folder './no-such-folder'"),
+        (["chat", "--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1, got 0"),
+        (["demo", "--max-new-tokens", "x"], "argument --max-new-tokens: expected a whole number"),
+        (["demo", "--evaluate", "-3"], "argument --evaluate: must be at least 1, got -3"),
+        (["demo", "--evaluate", "0"], "argument --evaluate: must be at least 1, got 0"),
+        (["demo", "--max-steps", "0"], "argument --max-steps: must be at least 1, got 0"),
+        (["chat", "--base-url", "http://x/v1", "--retrain"], "--base-url uses the server's model"),
+        (["demo", "--base-url", "http://127.0.0.1:{port}/v1"], "is the server running?"),
+    ],
+    ids=["model-path", "max-new-tokens", "not-a-number", "evaluate-negative", "evaluate-zero",
+         "max-steps", "base-url-retrain", "server-down"],
+)  # fmt: skip
+def test_user_errors_end_with_one_error_line(
+    argv: list[str], message: str, refused_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [arg.replace("{port}", str(refused_port)) for arg in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: toolace-integrations ") and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"toolace-integrations {argv[0]}: error: ") and message in last
+
+
+def test_max_new_tokens_filling_the_window_is_an_error(
+    small_window_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["chat", "--model", small_window_model, "--max-new-tokens", "640"])
+    assert exit_info.value.code == 2
+    assert "--max-new-tokens 640 leaves no room for a prompt in the model's 640-token" in (
+        capsys.readouterr().err.splitlines()[-1]
+    )
+
+
+def test_demo_question_too_long_is_one_line_and_exit_1(
+    small_window_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--model", small_window_model, "--question", "pasted " * 300]
+    assert main(argv) == 1
+    assert "  (not answered: this turn is too long for the model: " in capsys.readouterr().out
+
+
+def _interrupted_training(path: Path, **kwargs: object) -> str:
+    Path(path).mkdir(parents=True)
+    (Path(path) / "config.json").write_text("{}")
+    raise KeyboardInterrupt
+
+
+def test_interrupted_training_removes_its_partial_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(demo.training, "train_demo_model", _interrupted_training)
+    with pytest.raises(KeyboardInterrupt):
+        demo.ensure_demo_model(tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_folders_of_dead_processes_are_removed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+
+    dead = tmp_path / f"model.partial-{_dead_pid()}"
+    alive = tmp_path / f"model.partial-{os.getppid()}"  # pytest's parent: running
+    for folder in (dead, alive):
+        folder.mkdir()
+    monkeypatch.setattr(demo.training, "train_demo_model", _interrupted_training)
+    with pytest.raises(KeyboardInterrupt):
+        demo.ensure_demo_model(tmp_path / "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_ctrl_c_while_training_prints_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOOLACE_CACHE", str(tmp_path))
+    monkeypatch.setattr(demo.training, "train_demo_model", _interrupted_training)
+    assert main(["demo"]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "Interrupted." and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -37,6 +37,7 @@ remote client) gets one tied to it weakly, so dropping the backend frees both. A
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -54,6 +55,8 @@ from toolace_integrations.core.generation import (
     GenerationResult,
 )
 from toolace_integrations.errors import GenerationError
+
+logger = logging.getLogger(__name__)
 
 COALESCE_WINDOW_S = 0.005
 """How long the first job waits for others to join its batch."""
@@ -218,6 +221,8 @@ class Scheduler:
             elif not job.future.done():
                 unfinished.append(job)
         if unfinished:
+            logger.debug("a batch of %d rows yielded with %d unfinished; they continue with "
+                         "the jobs waiting", started, len(unfinished))  # fmt: skip
             with self._cond:
                 self._queue.extend(unfinished)
 

@@ -34,17 +34,20 @@ class DemoScore:
     questions: int
 
 
-def evaluate_demo_model(path: str | Path, *, questions: int = 50, seed: int = 12345) -> DemoScore:
+def evaluate_demo_model(
+    path: str | Path, *, questions: int = 50, seed: int = 12345, base_url: str | None = None
+) -> DemoScore:
     """Score the model on tool questions from :func:`sample_dialog` drawn with another seed.
 
     Decoding is greedy and grammar-constrained (``tool_choice="auto"``), as in the CLI demo;
     the tool renderings rotate through every way the frameworks wrap the demo tools.
+    ``base_url`` scores the model a vLLM server serves as ``path``.
     """
     from toolace_integrations.backends import connect
     from toolace_integrations.core.chat import build_request, run_chat
     from toolace_integrations.core.generation import SamplingParams
 
-    backend = connect(str(path))
+    backend = connect(str(path), base_url=base_url)
     renderings = tool_renderings()
     sampling = SamplingParams(max_new_tokens=64)
     rng = random.Random(seed)

@@ -41,18 +41,45 @@ Progress = Callable[[int, int, float], None]
 def ensure_demo_model(path: str | Path | None = None, *, progress: Progress | None = None) -> str:
     """The cached demo model, trained (a few minutes on 2 CPU cores) on first use.
 
-    Training writes to a sibling folder that is renamed into place when done, so an interrupted
-    run leaves no half-written model behind.
+    Training writes to a sibling ``<name>.partial-<pid>`` folder that is renamed into place when
+    done. An interrupted run (Ctrl-C, an error) removes its folder; one left by a process that
+    died without cleaning up (killed) is removed by the next call.
     """
     folder = Path(path) if path is not None else default_demo_model_dir()
     if (folder / _MARKER).is_file():
         return str(folder)
-    scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    _remove_stale_partials(folder)
+    scratch = folder.with_name(f"{folder.name}{_PARTIAL}{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
-    train_demo_model(scratch, progress=progress)
+    try:
+        train_demo_model(scratch, progress=progress)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(scratch, folder)
     return str(folder)
+
+
+_PARTIAL = ".partial-"
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Remove ``folder``'s partial siblings whose training process no longer runs."""
+    for partial in folder.parent.glob(f"{folder.name}{_PARTIAL}*"):
+        pid = partial.name.rpartition(_PARTIAL)[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def train_demo_model(

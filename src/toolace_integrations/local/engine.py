@@ -8,6 +8,11 @@ memory, so every chat model or LLM pointing at the same checkpoint reuses one co
 Every call (sync, async, streamed, batched) becomes a job of the engine's
 :class:`~toolace_integrations.core.scheduling.Scheduler`, which decides what runs together; the
 :class:`~toolace_integrations.local.runner.Runner` runs it on the model.
+
+At DEBUG the ``toolace_integrations.*`` loggers say what explains a slow or odd call: batch sizes,
+prompt and cached (prefix-reused) tokens, grammar compile times, call lists closed early to fit
+``max_new_tokens``, prefix-cache evictions and batches yielding to newcomers. Nothing is logged
+at INFO or above on the normal path.
 """
 
 from __future__ import annotations

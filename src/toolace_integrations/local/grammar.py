@@ -8,7 +8,9 @@ processors. xgrammar is an optional dependency imported only when a constraint i
 from __future__ import annotations
 
 import importlib.util
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -42,6 +44,8 @@ def require_xgrammar() -> None:
     """
     if importlib.util.find_spec("xgrammar") is None:
         raise GrammarUnavailableError(_MISSING_XGRAMMAR)
+
+logger = logging.getLogger(__name__)
 
 
 def _import_xgrammar() -> Any:
@@ -124,6 +128,7 @@ class GrammarConstraint:
                 self._compiling[grammar] = mine
         if pending is not None:
             return pending.result()
+        started = time.perf_counter()
         try:
             compiled: xgrammar.CompiledGrammar = self._compiler.compile_grammar(grammar)
         except BaseException as error:
@@ -136,6 +141,8 @@ class GrammarConstraint:
             self._cache[grammar] = compiled
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        logger.debug("grammar compiled in %.3f s (%d bytes of EBNF)",
+                     time.perf_counter() - started, len(grammar))  # fmt: skip
         mine.set_result(compiled)
         return compiled
 

@@ -7,6 +7,7 @@ answer; the next prompt then needs prefill only for the tokens past the longest 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -18,6 +19,8 @@ import torch
 from transformers import DynamicCache, DynamicLayer, PretrainedConfig
 
 from toolace_integrations.core.forking import reset_after_fork
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,9 @@ class PrefixCache:
             while len(self._entries) > self._max_entries or (
                 sum(entry.size for entry in self._entries.values()) > self._max_bytes
             ):
-                self._entries.popitem(last=False)
+                _, evicted = self._entries.popitem(last=False)
+                logger.debug("prefix cache full: evicted the %d-token cache of an older prompt "
+                             "(%d bytes)", len(evicted.ids), evicted.size)  # fmt: skip
 
     def clear(self) -> None:
         """Drop every cache."""

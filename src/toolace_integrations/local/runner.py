@@ -16,6 +16,7 @@ its last token, and the next segment continues it exactly where it stopped.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from transformers.generation.streamers import BaseStreamer
 from toolace_integrations.core.generation import GenerationResult, SamplingParams
 from toolace_integrations.local.decoding import RowDecoder
 from toolace_integrations.local.prefix_cache import BatchMemory, PrefixCache, RoomyLayer, copy_rows
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -199,6 +202,12 @@ class Runner:
             else:
                 cache = self._batch_cache(rows, budget + 1)
             sampling = rows[0].sampling
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "decoding a batch of %d rows, up to %d new tokens; prompt tokens %s, "
+                    "cached prompt tokens (prefix cache) %s", len(rows), budget,
+                    [len(row.prompt_ids) for row in rows], [r.cached_prompt_tokens for r in rows],
+                )  # fmt: skip
             width = max(row.covered for row in rows)
             input_ids = torch.tensor(
                 [[self.pad_id] * (width - row.covered) + row.ids for row in rows],
@@ -306,6 +315,13 @@ class Runner:
     def _report(self, row: Row, rows: Sequence[Row], on_done: Callable[[Row, bool], None]) -> bool:
         if row.decoder.done and not row._reported:
             row._reported = True
+            closed = row.closer is not None and row.closer.closed
+            logger.debug(
+                "row finished (%s) after %d new tokens%s",
+                row.decoder.finish or "stop",
+                len(row.decoder.tokens),
+                "; its call list was closed early to fit max_new_tokens" if closed else "",
+            )
             on_done(row, any(not other.decoder.done for other in rows))
         return row.decoder.done
 
