@@ -69,5 +69,5 @@ def test_text_blocks_and_a_late_system_message_are_kept(
 
 def test_a_late_system_turn_keeps_piecewise_encoding_exact(tiny_llama3_model_path: str) -> None:
     prompt, (llm, conversation) = _langchain_prompt(tiny_llama3_model_path)  # Meta's tokenizer
-    whole = llm._encoder().tokenize(prompt, split_special=False)
+    whole = llm._encoder().text.template_ids(prompt)
     assert llm.get_num_tokens_from_messages(conversation) == len(whole)
