@@ -15,12 +15,14 @@ import math
 import os
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from toolace_integrations.demo.dialogs import sample_conversation, sample_dialog, tool_renderings
+from toolace_integrations.errors import ToolACEError
 from toolace_integrations.format.prompt import Message, render_messages
 from toolace_integrations.format.tools import FunctionSpec
 
@@ -38,21 +40,50 @@ Progress = Callable[[int, int, float], None]
 """Called after each training step with ``(step, total_steps, loss)``."""
 
 
+class NotADemoModelError(ToolACEError, FileExistsError):
+    """The demo model's folder holds something else, which is never deleted or overwritten."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        super().__init__(
+            f"{folder} exists and is not a demo model (it has no {_MARKER}), so it is left as "
+            "it is. Pass another path, or move that folder away and call again."
+        )
+
+
 def ensure_demo_model(path: str | Path | None = None, *, progress: Progress | None = None) -> str:
     """The cached demo model, trained (a few minutes on 2 CPU cores) on first use.
 
-    Training writes to a sibling folder that is renamed into place when done, so an interrupted
-    run leaves no half-written model behind.
+    Training writes to a fresh sibling folder that is renamed into place when done, so an
+    interrupted run leaves no half-written model behind. Only a missing or empty ``path`` is
+    filled; nothing this function did not create is deleted.
+
+    Raises:
+        NotADemoModelError: ``path`` holds something other than a demo model.
     """
     folder = Path(path) if path is not None else default_demo_model_dir()
     if (folder / _MARKER).is_file():
         return str(folder)
-    scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(scratch, ignore_errors=True)
-    train_demo_model(scratch, progress=progress)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(scratch, folder)
+    _refuse_foreign(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{folder.name}.partial-", dir=folder.parent))
+    try:
+        train_demo_model(scratch, progress=progress)
+        if (folder / _MARKER).is_file():  # another process finished first
+            return str(folder)
+        _refuse_foreign(folder)
+        if folder.is_dir():
+            folder.rmdir()  # empty, checked just above: fails rather than delete a late arrival
+        os.replace(scratch, folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the folder this call created, if still here
     return str(folder)
+
+
+def _refuse_foreign(folder: Path) -> None:
+    """Raise unless ``folder`` is missing or an empty folder."""
+    if folder.is_symlink() or folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+        raise NotADemoModelError(folder)
 
 
 def train_demo_model(
