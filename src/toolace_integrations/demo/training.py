@@ -25,15 +25,13 @@ from toolace_integrations.demo.dialogs import sample_conversation, sample_dialog
 from toolace_integrations.errors import ToolACEError
 from toolace_integrations.format.prompt import Message, render_messages
 from toolace_integrations.format.tools import FunctionSpec
+from toolace_integrations.testing.checkpoints import cache_dir
 
 DEMO_MODEL_VERSION = "demo-model-v2"
 
 def default_demo_model_dir() -> Path:
     """Where the demo model is cached: ``$TOOLACE_CACHE``, else the user's cache folder."""
-    root = os.environ.get("TOOLACE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "toolace-integrations"
-    )
-    return Path(root) / DEMO_MODEL_VERSION
+    return cache_dir() / DEMO_MODEL_VERSION
 
 
 Progress = Callable[[int, int, float], None]

@@ -27,17 +27,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolace_integrations.errors import (
-    GrammarTooLargeError,
-    ToolACEError,
-    ToolChoiceError,
-    ToolSpecError,
-)
+from toolace_integrations.errors import GrammarTooLargeError, ToolChoiceError, ToolSpecError
+from toolace_integrations.format.environment import read_bytes
 from toolace_integrations.format.schema import resolve_ref, to_json_schema
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
@@ -261,13 +256,12 @@ class _Builder:
 
 
 def max_grammar_bytes() -> int:
-    """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 128 KiB (0 lifts it)."""
-    raw = os.environ.get("TOOLACE_MAX_GRAMMAR_BYTES", "")
-    try:
-        return int(raw) if raw.strip() else DEFAULT_MAX_GRAMMAR_BYTES
-    except ValueError:
-        message = f"TOOLACE_MAX_GRAMMAR_BYTES={raw!r} is not a whole number of bytes."
-        raise ToolACEError(message) from None
+    """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 128 KiB (0 lifts it).
+
+    Raises:
+        EnvironmentValueError: the variable is not a size in bytes (see :func:`read_bytes`).
+    """
+    return read_bytes("TOOLACE_MAX_GRAMMAR_BYTES", DEFAULT_MAX_GRAMMAR_BYTES)
 
 
 def tool_call_grammar(
