@@ -84,12 +84,49 @@ def request_for(tools: list[FunctionSpec], choice: ToolChoice) -> GenerationRequ
     return GenerationRequest(MESSAGES, tools=tuple(tools), tool_choice=choice, constrained=True)
 
 
+NAMES = ["get_time", "set_unit", "book.room", "Market Trends API", "get-weather", "f"]
+PROPERTY_SCHEMAS = st.one_of(
+    st.sampled_from([{"type": "string"}, {"type": "boolean"}, {"type": "number"}]),
+    st.builds(lambda low: {"type": "integer", **({} if low is None else {"minimum": low})},
+              st.sampled_from([None, 0, 1, 18])),  # fmt: skip
+    st.builds(lambda values: {"enum": values}, st.lists(st.sampled_from(["c", "f", "k"]),
+                                                        min_size=1, max_size=3, unique=True)),
+    st.just({"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[A-Z]+$"}),
+)
+
+
+@st.composite
+def random_tool(draw: st.DrawFn, name: str) -> FunctionSpec:
+    """A tool named ``name`` with up to three random properties, some of them required."""
+    keys = draw(st.lists(st.sampled_from(["a", "b", "city", "n"]), max_size=3, unique=True))
+    properties = {key: draw(PROPERTY_SCHEMAS) for key in keys}
+    required = [key for key in keys if draw(st.booleans())]
+    schema = {"type": "object", "properties": properties, "required": required}
+    return normalize_tools([{"name": name, "parameters": schema}])[0]
+
+
 @st.composite
 def tools_and_choice(draw: st.DrawFn) -> tuple[list[FunctionSpec], ToolChoice]:
-    tools = draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=3, unique_by=id))
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique=True))
+    tools = [draw(random_tool(name)) for name in names]
     mode = draw(st.sampled_from(["auto", "none", "required", "named"]))
-    name = draw(st.sampled_from([t.name for t in tools])) if mode == "named" else None
+    name = draw(st.sampled_from(names)) if mode == "named" else None
     return tools, ToolChoice(mode, name, parallel=draw(st.booleans()))
+
+
+def values_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values the grammar allows for ``schema``, those the schema itself refuses included."""
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema["type"]
+    if kind == "integer":  # the grammar enforces only minimum >= 0 / >= 1 (as 0.. or 1..)
+        low = schema.get("minimum")
+        return st.integers(-50 if low is None else min(low, 1), 60)
+    if kind == "number":
+        return st.integers(-10**6, 10**6).map(lambda cents: cents / 100)
+    if kind == "boolean":
+        return st.booleans()
+    return st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=4)
 
 
 SPACE_OR_CONTROL = st.characters(categories=CATEGORIES)
@@ -130,15 +167,6 @@ def test_check_agrees_with_xgrammar_on_any_first_character(
         assert (why is None) == accepted, (text, why)
 
 
-ARGUMENTS = {
-    "get_time": st.just({}),
-    "set_unit": st.fixed_dictionaries({"unit": st.sampled_from(["c", "f"])}),
-    "book.room": st.fixed_dictionaries(
-        {"guest": st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=5),
-         "age": st.integers(1, 200)},  # 1 to 17 too: the grammar allows them (minimum >= 1)
-        optional={"nights": st.integers(1, 99), "code": st.sampled_from(["", "ab", "XY"])},
-    ),
-}  # fmt: skip
 
 
 @settings(max_examples=150, deadline=None)
@@ -149,7 +177,7 @@ def test_every_call_list_the_grammar_accepts_passes_whole_and_cut(
     data: st.DataObject,
 ) -> None:
     """Values the grammar lets through but the schema refuses are invalid calls, not a server
-    that ignored the grammar (the check used to say so for ``age=5`` under ``minimum: 18``)."""
+    that ignored the grammar (the check used to say so for ``n=5`` under ``minimum: 18``)."""
     tools, choice = setup
     allowed = [t for t in tools if choice.mode != "named" or t.name == choice.name]
     if choice.mode == "none":
@@ -158,8 +186,13 @@ def test_every_call_list_the_grammar_accepts_passes_whole_and_cut(
     calls = []
     for _ in range(count):
         tool = data.draw(st.sampled_from(allowed))
-        arguments = data.draw(ARGUMENTS[tool.name])
-        calls.append((tool.name, {k: arguments[k] for k in tool.properties if k in arguments}))
+        required = set(tool.parameters["required"])
+        arguments = {
+            key: data.draw(values_for(schema))
+            for key, schema in tool.properties.items()
+            if key in required or data.draw(st.booleans())
+        }
+        calls.append((tool.name, arguments))
     text = format_tool_calls(calls)
     grammar = tool_call_grammar(tools, choice)
     request = request_for(tools, choice)
