@@ -147,6 +147,7 @@ def _repeat(lo: int, hi: int | None) -> str:
     return "?" if (lo, hi) == (0, 1) else f"{{{lo},{hi}}}"
 
 
+# The text branch's rule, made from the data above once _quote and _repeat exist.
 _PRIMITIVES["text"] = (
     f"({_excluding(_NOT_FIRST)} | {_quote(_TICK)}{_repeat(1, _MAX_TICKS)}"
     f" {_excluding(frozenset(_TICK))}) {_excluding(frozenset())}*"
