@@ -195,20 +195,66 @@ def test_default_model_dir_follows_toolace_cache(
 def test_ensure_demo_model_trains_once_and_leaves_no_partial_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    calls: list[Path] = []
-
-    def fake_train(path: Path, **kwargs: object) -> str:
-        calls.append(Path(path))
-        Path(path).mkdir(parents=True)
-        (Path(path) / "demo-model.json").write_text("{}")
-        return str(path)
-
-    monkeypatch.setattr(demo.training, "train_demo_model", fake_train)
+    calls = _fake_training(monkeypatch)
     target = tmp_path / "model"
     assert demo.ensure_demo_model(target) == str(target)
     assert demo.ensure_demo_model(target) == str(target)
     assert len(calls) == 1 and calls[0] != target
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def _fake_training(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Replace training by writing the marker alone; returns the folders it was asked to fill."""
+    calls: list[Path] = []
+
+    def fake_train(path: Path, **kwargs: object) -> str:
+        calls.append(Path(path))
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "demo-model.json").write_text("{}")
+        return str(path)
+
+    monkeypatch.setattr(demo.training, "train_demo_model", fake_train)
+    return calls
+
+
+def test_ensure_demo_model_never_deletes_a_user_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = _fake_training(monkeypatch)
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "thesis.txt").write_text("five years of work")
+    with pytest.raises(demo.NotADemoModelError, match="is not a demo model.*another path"):
+        demo.ensure_demo_model(user)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(demo.NotADemoModelError):
+        demo.ensure_demo_model(tmp_path / "file")
+    assert (user / "thesis.txt").read_text() == "five years of work"
+    assert (tmp_path / "file").read_text() == "mine"
+    assert calls == []  # refused before minutes of training
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "notes"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert demo.ensure_demo_model(empty) == str(empty)  # an empty folder is filled
+    assert (empty / "demo-model.json").is_file()
+
+
+def test_ensure_demo_model_keeps_a_folder_filled_while_it_trained(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    target = tmp_path / "model"
+
+    def user_writes_during_training(path: Path, **kwargs: object) -> str:
+        target.mkdir()
+        (target / "mine.txt").write_text("keep")
+        (Path(path) / "demo-model.json").write_text("{}")
+        return str(path)
+
+    monkeypatch.setattr(demo.training, "train_demo_model", user_writes_during_training)
+    with pytest.raises(demo.NotADemoModelError):
+        demo.ensure_demo_model(target)
+    assert (target / "mine.txt").read_text() == "keep"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no scratch folder left
 
 
 def test_training_is_deterministic_and_loadable(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ setting is one field here, and the two adapters cannot drift apart.
 from __future__ import annotations
 
 import difflib
-import os
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -36,6 +35,7 @@ from toolace_integrations.core.chat import build_request
 from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.core.generation import Backend, GenerationRequest, SamplingParams
 from toolace_integrations.errors import InvalidSettingError, UnknownArgumentError
+from toolace_integrations.format.environment import read_text
 from toolace_integrations.format.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError
 from toolace_integrations.format.tools import FunctionSpec, resolve_tool_choice
 
@@ -95,7 +95,7 @@ class ToolACEArguments(TypedDict, total=False):
 
 
 def _api_key_from_env() -> SecretStr | None:
-    value = next((os.environ[name] for name in _API_KEY_ENV if os.environ.get(name)), None)
+    value = next(filter(None, map(read_text, _API_KEY_ENV)), None)
     return SecretStr(value) if value else None
 
 

@@ -22,14 +22,15 @@ from toolace_integrations.demo.tools import (
 )
 from toolace_integrations.demo.training import (
     DEMO_MODEL_VERSION,
+    NotADemoModelError,
     default_demo_model_dir,
     ensure_demo_model,
     train_demo_model,
 )
 
 __all__ = [
-    "DEMO_MODEL_VERSION", "DEMO_TOOLS", "UNITS", "DemoScore", "DemoTool", "calculator",
-    "convert_units", "default_demo_model_dir", "ensure_demo_model", "evaluate_demo_model",
-    "langchain_tools", "llama_index_tools", "sample_conversation", "sample_dialog",
-    "tool_renderings", "train_demo_model",
+    "DEMO_MODEL_VERSION", "DEMO_TOOLS", "UNITS", "DemoScore", "DemoTool", "NotADemoModelError",
+    "calculator", "convert_units", "default_demo_model_dir", "ensure_demo_model",
+    "evaluate_demo_model", "langchain_tools", "llama_index_tools", "sample_conversation",
+    "sample_dialog", "tool_renderings", "train_demo_model",
 ]  # fmt: skip

@@ -15,59 +15,86 @@ import math
 import os
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from toolace_integrations.demo.dialogs import sample_conversation, sample_dialog, tool_renderings
+from toolace_integrations.errors import ToolACEError
 from toolace_integrations.format.prompt import Message, render_messages
 from toolace_integrations.format.tools import FunctionSpec
+from toolace_integrations.testing.checkpoints import cache_dir
 
 DEMO_MODEL_VERSION = "demo-model-v2"
 
 def default_demo_model_dir() -> Path:
     """Where the demo model is cached: ``$TOOLACE_CACHE``, else the user's cache folder."""
-    root = os.environ.get("TOOLACE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "toolace-integrations"
-    )
-    return Path(root) / DEMO_MODEL_VERSION
+    return cache_dir() / DEMO_MODEL_VERSION
 
 
 Progress = Callable[[int, int, float], None]
 """Called after each training step with ``(step, total_steps, loss)``."""
 
 
+class NotADemoModelError(ToolACEError, FileExistsError):
+    """The demo model's folder holds something else, which is never deleted or overwritten."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        super().__init__(
+            f"{folder} exists and is not a demo model (it has no {_MARKER}), so it is left as "
+            "it is. Pass another path, or move that folder away and call again."
+        )
+
+
 def ensure_demo_model(path: str | Path | None = None, *, progress: Progress | None = None) -> str:
     """The cached demo model, trained (a few minutes on 2 CPU cores) on first use.
 
-    Training writes to a sibling ``<name>.partial-<pid>`` folder that is renamed into place when
-    done. An interrupted run (Ctrl-C, an error) removes its folder; one left by a process that
-    died without cleaning up (killed) is removed by the next call.
+    Training writes to a fresh sibling ``<name>.partial-<pid>-<random>`` folder that is renamed
+    into place when done, so an interrupted run (Ctrl-C, an error) leaves no half-written model
+    behind; one left by a process that died without cleaning up (killed) is removed by the next
+    call. Only a missing or empty ``path`` is filled; nothing this function did not create is
+    deleted.
+
+    Raises:
+        NotADemoModelError: ``path`` holds something other than a demo model.
     """
     folder = Path(path) if path is not None else default_demo_model_dir()
     if (folder / _MARKER).is_file():
         return str(folder)
+    _refuse_foreign(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(folder)
-    scratch = folder.with_name(f"{folder.name}{_PARTIAL}{os.getpid()}")
-    shutil.rmtree(scratch, ignore_errors=True)
+    prefix = f"{folder.name}{_PARTIAL}{os.getpid()}-"
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=folder.parent))
     try:
         train_demo_model(scratch, progress=progress)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(scratch, folder)
+        if (folder / _MARKER).is_file():  # another process finished first
+            return str(folder)
+        _refuse_foreign(folder)
+        if folder.is_dir():
+            folder.rmdir()  # empty, checked just above: fails rather than delete a late arrival
+        os.replace(scratch, folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the folder this call created, if still here
     return str(folder)
 
 
 _PARTIAL = ".partial-"
 
 
+def _refuse_foreign(folder: Path) -> None:
+    """Raise unless ``folder`` is missing or an empty folder."""
+    if folder.is_symlink() or folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+        raise NotADemoModelError(folder)
+
+
 def _remove_stale_partials(folder: Path) -> None:
     """Remove ``folder``'s partial siblings whose training process no longer runs."""
     for partial in folder.parent.glob(f"{folder.name}{_PARTIAL}*"):
-        pid = partial.name.rpartition(_PARTIAL)[2]
+        pid = partial.name.rpartition(_PARTIAL)[2].partition("-")[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
 

@@ -17,7 +17,9 @@ Notes:
     Type names are read through :mod:`toolace_integrations.format.schema` (``dict``, ``float``,
     ``any`` ...), as the parser reads them. Recursive ``$ref`` schemas become recursive rules. In
     ``auto``/``none`` mode the text branch only forbids a leading ``[``, code fence or
-    whitespace: prose may still mention a call.
+    whitespace (all that ``str.isspace`` calls whitespace, which the parsers strip, so no call
+    hides behind it): prose may still mention a call. :func:`text_answer_problem` reads the
+    branch from the same data.
     Compile time grows about as the square of the grammar's size (with a 128k vocabulary, 50
     tools x 200 properties, 765 KB, took 22 s and 100 x 200 took 92 s), so grammars over
     :func:`max_grammar_bytes` are refused; ``benchmarks/bench_grammar_limits.py`` measures it.
@@ -27,21 +29,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolace_integrations.errors import (
-    GrammarTooLargeError,
-    ToolACEError,
-    ToolChoiceError,
-    ToolSpecError,
-)
+from toolace_integrations.errors import GrammarTooLargeError, ToolChoiceError, ToolSpecError
+from toolace_integrations.format.environment import read_bytes
 from toolace_integrations.format.schema import resolve_ref, to_json_schema
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
-__all__ = ["max_grammar_bytes", "tool_call_grammar"]
+__all__ = ["LEADING_SPACE", "max_grammar_bytes", "text_answer_problem", "tool_call_grammar"]
 
 DEFAULT_MAX_GRAMMAR_BYTES = 131_072
 """Default limit: under a second of compile time with a 128k-token vocabulary (benchmarks)."""
@@ -62,9 +59,53 @@ _PRIMITIVES = {
     "boolean": '"True" | "False"',
     "null": '"None"',
     "scalar": "string | number | boolean | null",
-    "text": r'([^\[` \t\n\r\u000b\u000c\u0000\ud800-\udfff] | "`" "`"? [^`\u0000\ud800-\udfff])'
-    r" [^\u0000\ud800-\udfff]*",
 }
+
+LEADING_SPACE = frozenset(
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""The characters ``str.isspace`` (and so the parsers' ``strip``) reads as whitespace."""
+
+# The text branch, as data both the EBNF and :func:`text_answer_problem` are made from: text
+# never holds NUL or a surrogate, and starts with neither whitespace the parsers would strip
+# (a call could hide behind it), a ``[`` nor a code fence (one or two backticks may).
+_NEVER_IN_TEXT = (("\x00", "\x00"), ("\ud800", "\udfff"))
+_NEVER_IN_TEXT_RE = re.compile("[" + "".join(f"{lo}-{hi}" for lo, hi in _NEVER_IN_TEXT) + "]")
+_NOT_FIRST = frozenset("[`") | LEADING_SPACE
+_TICK, _MAX_TICKS = "`", 2
+
+
+def _excluding(chars: frozenset[str]) -> str:
+    """An EBNF class of every character except ``chars`` and those text never holds."""
+    ranges = sorted([(c, c) for c in chars] + list(_NEVER_IN_TEXT))
+    body = "".join(f"\\u{ord(lo):04x}" + (f"-\\u{ord(hi):04x}" if hi != lo else "")
+                   for lo, hi in ranges)  # fmt: skip
+    return f"[^{body}]"
+
+
+def text_answer_problem(text: str, *, complete: bool = True) -> str | None:
+    """Why the grammar's text branch rejects ``text``, or ``None`` when it accepts it.
+
+    Made from the same data as the branch's EBNF rule, so the remote client's check of what a
+    server sent reads the grammar as xgrammar does (a property test compares the two).
+
+    Args:
+        text: A text answer.
+        complete: ``False`` accepts a prefix of an answer the branch accepts (a cut answer).
+    """
+    if _NEVER_IN_TEXT_RE.search(text):
+        return "it holds a NUL or surrogate character, which the grammar forbids"
+    if not text:
+        return "it is empty, which the grammar forbids" if complete else None
+    ticks = len(text) - len(text.lstrip(_TICK))
+    if ticks > _MAX_TICKS:
+        return "it starts with a code fence, which the grammar forbids"
+    if ticks == 0 and text[0] in _NOT_FIRST:
+        return f"it starts with {text[0]!r}, which the grammar forbids (whitespace, '[')"
+    if ticks == len(text) and complete:
+        return "it is only backticks, which the grammar forbids"
+    return None
 
 
 def _quote(text: str) -> str:
@@ -104,6 +145,13 @@ def _repeat(lo: int, hi: int | None) -> str:
     if hi is None:
         return "*" if lo == 0 else "+" if lo == 1 else f"{{{lo},}}"
     return "?" if (lo, hi) == (0, 1) else f"{{{lo},{hi}}}"
+
+
+# The text branch's rule, made from the data above once _quote and _repeat exist.
+_PRIMITIVES["text"] = (
+    f"({_excluding(_NOT_FIRST)} | {_quote(_TICK)}{_repeat(1, _MAX_TICKS)}"
+    f" {_excluding(frozenset(_TICK))}) {_excluding(frozenset())}*"
+)
 
 
 def _separated(item: str, lo: int, hi: int | None) -> str:
@@ -261,13 +309,12 @@ class _Builder:
 
 
 def max_grammar_bytes() -> int:
-    """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 128 KiB (0 lifts it)."""
-    raw = os.environ.get("TOOLACE_MAX_GRAMMAR_BYTES", "")
-    try:
-        return int(raw) if raw.strip() else DEFAULT_MAX_GRAMMAR_BYTES
-    except ValueError:
-        message = f"TOOLACE_MAX_GRAMMAR_BYTES={raw!r} is not a whole number of bytes."
-        raise ToolACEError(message) from None
+    """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 128 KiB (0 lifts it).
+
+    Raises:
+        EnvironmentValueError: the variable is not a size in bytes (see :func:`read_bytes`).
+    """
+    return read_bytes("TOOLACE_MAX_GRAMMAR_BYTES", DEFAULT_MAX_GRAMMAR_BYTES)
 
 
 def tool_call_grammar(

@@ -37,8 +37,11 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import CompletionToPromptType, MessagesToPromptType, ToolSelection
+from llama_index.core.program.utils import get_program_for_llm
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.types import BaseOutputParser, PydanticProgramMode
+from pydantic import BaseModel
 from typing_extensions import Unpack
 
 from toolace_integrations.core.chat import (
@@ -104,10 +107,13 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
 
     Notes:
         - With ``constrained_decoding`` (the default) tool calls stream as they are written:
-          each streamed response carries ``ToolCallBlock``s with the calls so far (the name
-          first, then the arguments parsed so far), which :meth:`get_tool_calls_from_response`
-          reads. Without the grammar a call may still turn out malformed, so calls arrive whole
-          on the last response. Call text never appears as ``delta`` text.
+          each streamed response carries them (``ToolCallBlock``s, which
+          :meth:`get_tool_calls_from_response` reads, and ``additional_kwargs["tool_calls"]``)
+          with the name first, then the arguments parsed so far, so
+          ``stream_structured_predict`` fills its object in and ends with the object
+          ``structured_predict`` returns. Without the grammar a call may still turn out
+          malformed, so calls arrive whole on the last response. Call text never appears as
+          ``delta`` text.
         - ``tool_required=True`` or ``tool_choice=<tool name>`` force a call; with
           ``constrained_decoding`` the grammar guarantees a well-formed call of a bound tool.
           ``FunctionAgent(initial_tool_choice=<name>)`` uses this to force the first step.
@@ -287,6 +293,38 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         return [
             ToolSelection(tool_id=c.id, tool_name=c.name, tool_kwargs=c.arguments) for c in calls
         ]
+
+    def _structured_stream_call(
+        self,
+        output_cls: type[BaseModel],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Any:
+        """Stream structured output with the call forced, as ``structured_predict`` forces it.
+
+        llama-index's ``FunctionCallingProgram.stream_call`` drops the ``tool_required`` its
+        ``__call__`` passes, so the streamed answer could be text and every part empty.
+        """
+        program = self._structured_program(output_cls, prompt)
+        return program.stream_call(llm_kwargs=llm_kwargs, **prompt_args)
+
+    async def _structured_astream_call(
+        self,
+        output_cls: type[BaseModel],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Any:
+        """The async :meth:`_structured_stream_call`."""
+        program = self._structured_program(output_cls, prompt)
+        return await program.astream_call(llm_kwargs=llm_kwargs, **prompt_args)
+
+    def _structured_program(self, output_cls: type[BaseModel], prompt: PromptTemplate) -> Any:
+        """llama-index's program for ``output_cls``; a function-calling one forces the call."""
+        mode = self.pydantic_program_mode
+        forced = {"tool_choice": "required"} if mode == PydanticProgramMode.DEFAULT else {}
+        return get_program_for_llm(output_cls, prompt, self, pydantic_program_mode=mode, **forced)
 
     def _load(self) -> Backend:
         """The backend for these settings, shared with every adapter that loads the same."""

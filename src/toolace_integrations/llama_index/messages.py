@@ -111,7 +111,9 @@ def chat_response(
 
     ``calls`` carries the streamed calls between events; a partial response holds a
     ``ToolCallBlock`` per call with the arguments parsed so far (as llama-index's OpenAI LLM
-    streams them), the last response the complete, validated calls.
+    streams them) and the same calls in OpenAI's ``additional_kwargs["tool_calls"]`` shape with
+    the JSON written so far (llama-index's streaming structured output reads that key); the last
+    response holds the complete, validated calls.
     """
     result = event.result
     if result is None:
@@ -119,12 +121,16 @@ def chat_response(
         for piece in event.calls:
             index, name, arguments = calls.get(piece.id, (piece.index, piece.name or "", ""))
             calls[piece.id] = (index, name, arguments + piece.arguments)
+        ordered = sorted(calls.items(), key=lambda item: item[1][0])
         blocks: list[Any] = [TextBlock(text=text)]
         blocks += [
             ToolCallBlock(tool_call_id=i, tool_name=name, tool_kwargs=partial_arguments(arguments))
-            for i, (_, name, arguments) in sorted(calls.items(), key=lambda item: item[1][0])
+            for i, (_, name, arguments) in ordered
         ]
-        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
+        extra: dict[str, Any] = {}
+        if calls:
+            extra["tool_calls"] = [_openai_call(i, name, a) for i, (_, name, a) in ordered]
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
         return ChatResponse(message=message, delta=event.content)
     parsed = result.parsed
     blocks = [TextBlock(text=parsed.content)]
@@ -132,15 +138,10 @@ def chat_response(
         ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments)
         for c in parsed.calls
     ]
-    extra: dict[str, Any] = {}
+    extra = {}
     if parsed.calls:
         extra["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-            }
-            for call in parsed.calls
+            _openai_call(c.id, c.name, json.dumps(c.arguments)) for c in parsed.calls
         ]
     if parsed.invalid:
         extra["invalid_tool_calls"] = [
@@ -162,6 +163,11 @@ def chat_response(
         raw={**raw, "model": result.model_name},
         additional_kwargs=usage,
     )
+
+
+def _openai_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A call in OpenAI's ``tool_calls`` shape, as llama-index's streaming programs read it."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def with_cache_usage(response: ChatResponse, result: ChatTurn) -> ChatResponse:

@@ -38,6 +38,7 @@ from toolace_integrations.core.generation import (
 )
 from toolace_integrations.core.scheduling import MAX_BATCH, Done, Job, Scheduler, ShouldYield
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
+from toolace_integrations.format.environment import read_bytes, read_count
 from toolace_integrations.local.budget import RowBudgets, call_closer
 from toolace_integrations.local.decoding import RowDecoder
 from toolace_integrations.local.loading import OOM_ADVICE, load_model, stop_token_ids
@@ -70,6 +71,10 @@ class TransformersEngine:
         prefix_cache_bytes: int | None = None,
     ) -> None:
         self.spec = spec
+        if prefix_cache_entries is None:  # read first: a bad value fails before loading
+            prefix_cache_entries = read_count("TOOLACE_PREFIX_CACHE_ENTRIES", 2 * MAX_BATCH)
+        if prefix_cache_bytes is None:
+            prefix_cache_bytes = read_bytes("TOOLACE_PREFIX_CACHE_BYTES", 2 * 1024**3)
         self.tokenizer = load_tokenizer(spec.model, spec.revision)
         self.encoder = PromptEncoder(self.tokenizer)
         self._template_encoder: PromptEncoder | None = None
@@ -84,11 +89,6 @@ class TransformersEngine:
             )
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.stop_token_ids = stop_token_ids(self.tokenizer, self.model)
-        if prefix_cache_entries is None:
-            default = 2 * MAX_BATCH
-            prefix_cache_entries = int(os.environ.get("TOOLACE_PREFIX_CACHE_ENTRIES", default))
-        if prefix_cache_bytes is None:
-            prefix_cache_bytes = int(os.environ.get("TOOLACE_PREFIX_CACHE_BYTES", 2 * 1024**3))
         self.prefix_cache = PrefixCache(
             self.model.config, max_entries=prefix_cache_entries, max_bytes=prefix_cache_bytes
         )

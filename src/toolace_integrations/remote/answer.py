@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 
 from toolace_integrations.core.generation import GenerationRequest
 from toolace_integrations.errors import ToolACEError
+from toolace_integrations.format.grammar_text import text_answer_problem
 from toolace_integrations.format.parsing import parse_tool_calls
 from toolace_integrations.format.stops import StopScanner
+from toolace_integrations.format.tools import ToolChoice
 
 __all__ = [
     "Answer",
@@ -255,38 +257,43 @@ def grammar_violation(
 ) -> str | None:
     """Why ``text`` cannot have come out of the request's tool-call grammar, or ``None``.
 
-    Forced calls (``required``, a named tool) are always checked: the answer must be a call list
-    of the allowed tools (a prefix of one when ``truncated``). With ``grammar_sent``, the text
-    branch of ``auto``/``none`` is checked too: the grammar forbids a leading ``[`` (in
-    ``none``), a code fence or whitespace.
+    Forced calls (``required``, a named tool) are always checked; with ``grammar_sent``, so are
+    the answers of ``auto``/``none``. ``truncated`` answers need only be a prefix of one the
+    grammar accepts. The text branch is read by
+    :func:`~toolace_integrations.format.grammar_text.text_answer_problem`, made from the grammar's
+    own definition. A call list is checked for its shape: a list of calls of the allowed tools,
+    nothing after it; its values are the parser's to judge (a value the grammar lets through but
+    the schema refuses, such as a number under ``minimum``, is an invalid call, not a server
+    that ignored the grammar).
     """
     choice = request.grammar_choice
     if choice is None:
         return None
-    if choice.mode in ("required", "named"):
-        names = [t.name for t in request.tools if choice.mode != "named" or t.name == choice.name]
-        if truncated:
-            after = text[1:]
-            prefix = text.startswith("[") and any(
-                after.startswith(f"{n}(") or f"{n}(".startswith(after) for n in names
-            )
-            return None if prefix else "it does not start a call of the forced tool(s)"
-        parsed = parse_tool_calls(text, request.tools)
-        if parsed.invalid or parsed.content or not parsed.calls or not text.startswith("["):
-            return "it is not a valid call list of the bound tools"
-        if any(call.name not in names for call in parsed.calls):
-            return f"it calls a tool other than {choice.name!r}"
-        if not choice.parallel and len(parsed.calls) > 1:
-            return "it has several calls where parallel_tool_calls=False allows one"
-        return None
+    forced = choice.mode in ("required", "named")
+    if forced or (grammar_sent and choice.mode == "auto" and text.startswith("[")):
+        return _call_list_problem(text, request, choice, truncated=truncated)
     if not grammar_sent:
         return None
-    if text[:1].isspace() or text.startswith("`"):
-        return "it starts with whitespace or a code fence, which the grammar forbids"
-    if choice.mode == "none" and text.startswith("["):
-        return "it starts a call list where tool_choice='none' forbids calls"
-    if choice.mode == "auto" and text.startswith("[") and not truncated:
-        parsed = parse_tool_calls(text, request.tools)
-        if parsed.invalid or parsed.content or not parsed.calls:
-            return "it is not a valid call list of the bound tools"
+    return text_answer_problem(text, complete=not truncated)
+
+
+def _call_list_problem(
+    text: str, request: GenerationRequest, choice: ToolChoice, *, truncated: bool
+) -> str | None:
+    """Why ``text`` is not (a prefix of, when ``truncated``) a call list ``choice`` allows."""
+    names = [t.name for t in request.tools if choice.mode != "named" or t.name == choice.name]
+    if truncated:
+        after = text[1:]
+        prefix = text.startswith("[") and any(
+            after.startswith(f"{n}(") or f"{n}(".startswith(after) for n in names
+        )
+        return None if prefix or not text else "it does not start a call of the allowed tool(s)"
+    parsed = parse_tool_calls(text)  # shape only: the grammar does not enforce every schema rule
+    if parsed.invalid or parsed.content or not parsed.calls or not text.startswith("["):
+        return "it is not a valid call list of the bound tools"
+    if any(call.name not in names for call in parsed.calls):
+        allowed = repr(choice.name) if choice.mode == "named" else f"the bound tools {names}"
+        return f"it calls a tool other than {allowed}"
+    if not choice.parallel and len(parsed.calls) > 1:
+        return "it has several calls where parallel_tool_calls=False allows one"
     return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from typing import Any
 import httpx
 
 from toolace_integrations.core.generation import FinishReason, GenerationResult, SamplingParams
+from toolace_integrations.format.environment import read_text
 from toolace_integrations.remote.answer import (
     MALFORMED_ADVICE,
     Answer,
@@ -25,7 +25,7 @@ __all__ = ["api_key_for", "completion_body", "completion_result", "open_completi
 
 def api_key_for(base_url: str, api_key: str | None) -> str | None:
     """``api_key``, else ``TOOLACE_API_KEY``, else ``OPENAI_API_KEY``; warns if sent in clear."""
-    key = api_key or os.environ.get("TOOLACE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    key = api_key or read_text("TOOLACE_API_KEY") or read_text("OPENAI_API_KEY")
     if key and sent_in_clear(base_url):
         warnings.warn(
             f"The API key will be sent unencrypted to {base_url}: use https:// or a "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from toolace_integrations.errors import ModelLoadError
+from toolace_integrations.format.environment import read_text
 from toolace_integrations.format.prompt import DEFAULT_SYSTEM_TEMPLATE, TOOLACE_CHAT_TEMPLATE
 
 LLAMA3_TIKTOKEN_SHA256 = "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55"
@@ -75,7 +76,7 @@ _CORPUS = (
 
 def cache_dir() -> Path:
     """Per-machine cache folder, the demo model's: ``$TOOLACE_CACHE``, else the user's cache."""
-    configured = os.environ.get("TOOLACE_CACHE")
+    configured = read_text("TOOLACE_CACHE")
     if configured:
         return Path(configured)
     root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")

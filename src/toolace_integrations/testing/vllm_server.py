@@ -19,6 +19,7 @@ from typing import IO
 import httpx
 
 from toolace_integrations.errors import ToolACEError
+from toolace_integrations.format.environment import read_text
 
 __all__ = ["SMALL_SERVER_FLAGS", "VLLMServer", "VLLMStartError", "vllm_python"]
 
@@ -35,7 +36,7 @@ class VLLMStartError(ToolACEError, RuntimeError):
 
 def vllm_python() -> str:
     """The Python of vLLM's environment, from ``TOOLACE_VLLM_PYTHON``."""
-    python = os.environ.get("TOOLACE_VLLM_PYTHON")
+    python = read_text("TOOLACE_VLLM_PYTHON")
     if not python:
         raise VLLMStartError(
             "TOOLACE_VLLM_PYTHON is not set: point it at the python of a venv with vLLM installed "
