@@ -24,6 +24,10 @@ one worker thread runs them in batches while holding the model lock. What it dec
   newcomer waits those few tokens. Jobs of another group wait for the running batch to end.
 - **Cancelling.** A caller that leaves stops its own row within a token, while the batch goes on
   for the others; a caller queued behind the lock is dropped without ever running.
+- **Interrupts.** A ``KeyboardInterrupt`` or ``SystemExit`` raised in the worker thread stops
+  the batch it was running; its callers get a :class:`~toolace_integrations.errors.GenerationError`
+  (the interrupt as its cause), never the interrupt itself, which in asyncio would end the event
+  loop, and the worker goes on serving later calls.
 
 Limits: a newcomer's prefill runs while the batch it joins waits (no chunked prefill), and the
 remote backend's batches are whole ``generate_batch`` calls (the server schedules them).
@@ -260,9 +264,24 @@ def _resolve(future: Future[GenerationResult], outcome: Outcome) -> None:
     if future.done() or not (future.running() or future.set_running_or_notify_cancel()):
         return
     if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
+        future.set_exception(_for_caller(outcome))
     else:
         future.set_result(outcome)
+
+
+def _for_caller(error: BaseException) -> BaseException:
+    """``error`` as a caller sees it: an interrupt of the worker is a ``GenerationError``.
+
+    As itself it would read as the caller's own Ctrl-C, and end an asyncio caller's event loop.
+    """
+    if isinstance(error, Exception):
+        return error
+    interrupted = GenerationError(
+        f"The model's worker thread was interrupted ({type(error).__name__}) while it ran this "
+        "call, which was stopped without an answer. Call again: later calls are served as usual."
+    )
+    interrupted.__cause__ = error
+    return interrupted
 
 
 class _WholeBatches:
@@ -284,7 +303,7 @@ class _WholeBatches:
         requests = [job.request for job in jobs]
         try:
             results = backend.generate_batch(requests, EveryoneLeft([j.cancel for j in jobs]))
-        except BaseException as error:
+        except Exception as error:  # an interrupt stops the whole batch (see Scheduler._run)
             if len(jobs) == 1:
                 done(jobs[0], error, False)
                 return
@@ -292,7 +311,7 @@ class _WholeBatches:
             for job in jobs:
                 try:
                     done(job, backend.generate_batch([job.request], job.cancel)[0], False)
-                except BaseException as single_error:  # handed to its caller
+                except Exception as single_error:  # handed to its caller
                     done(job, single_error, False)
             return
         for job, result in zip(jobs, results, strict=True):
