@@ -23,7 +23,8 @@ one worker thread runs them in batches while holding the model lock. What it dec
   (measured step time) than re-arranging the rows' caches (measured copy rate); otherwise the
   newcomer waits those few tokens. Jobs of another group wait for the running batch to end.
 - **Cancelling.** A caller that leaves stops its own row within a token, while the batch goes on
-  for the others; a caller queued behind the lock is dropped without ever running.
+  for the others; a caller still queued (behind a batch of other settings, or the lock) is
+  released at once (:meth:`Scheduler.withdraw`, :meth:`Scheduler.wait`) and never runs.
 - **Interrupts.** A ``KeyboardInterrupt`` or ``SystemExit`` raised in the worker thread stops
   the batch it was running; its callers get a :class:`~toolace_integrations.errors.GenerationError`
   (the interrupt as its cause), never the interrupt itself, which in asyncio would end the event
@@ -69,6 +70,11 @@ JOIN_MIN_REMAINING = 4
 """A running batch yields to newcomers (or is compacted) only if this many tokens remain."""
 IDLE_S = 30.0
 """A worker thread with nothing to do for this long exits; the next job starts a new one."""
+LEAVE_CHECK_S = 0.02
+"""How often a caller whose job has not started (and a batch waiting for the model lock)
+checks whether its caller has left."""
+LEFT_BEFORE_START = GenerationResult("", "stop", 0, 0)
+"""What a caller that left before its job ran gets: no text, nothing generated."""
 
 Outcome = GenerationResult | BaseException
 Done = Callable[["Job", Outcome, bool], None]
@@ -149,6 +155,33 @@ class Scheduler:
                 self._cond.notify()
         return self.submit(job)[0]
 
+    def withdraw(self, future: Future[GenerationResult]) -> bool:
+        """Release the job of ``future`` at once if it has not started; returns whether it had not.
+
+        The job leaves the queue and its future gets :data:`LEFT_BEFORE_START`. A started job
+        stops within a token of its own once its ``cancel`` is set.
+        """
+        with self._cond:
+            job = next((job for job in self._queue if job.future is future), None)
+            if job is None or future.running():  # taken, or a resumable batch's row
+                return False
+            self._queue.remove(job)
+        _resolve(future, LEFT_BEFORE_START)
+        return True
+
+    def wait(self, future: Future[GenerationResult], cancel: threading.Event) -> GenerationResult:
+        """The result of ``future``, returned at once when ``cancel`` is set while it is queued.
+
+        A job still queued then is withdrawn (:data:`LEFT_BEFORE_START`) whatever batch is
+        running; a started one stops within a token of its own.
+        """
+        while True:
+            try:
+                return future.result(timeout=queued_check(future))
+            except TimeoutError:
+                if cancel.is_set():
+                    self.withdraw(future)
+
     def submit(self, *jobs: Job) -> list[Future[GenerationResult]]:
         """Queue prepared jobs (together, so they can share a batch); one future each."""
         with self._cond:
@@ -179,13 +212,14 @@ class Scheduler:
             )[:MAX_BATCH]
             for job in group:
                 self._queue.remove(job)
-        return [job for job in group if job.future.running() or _start(job)]
+            # Started under the lock, so that a withdrawn job is either queued or running.
+            return [job for job in group if job.future.running() or _start(job)]
 
     def _run(self, batch: list[Job]) -> None:
-        while not self.model_lock.acquire(timeout=0.02):
+        while not self.model_lock.acquire(timeout=LEAVE_CHECK_S):
             for job in [job for job in batch if job.cancel.is_set()]:
                 batch.remove(job)
-                _resolve(job.future, GenerationResult("", "stop", 0, 0))
+                _resolve(job.future, LEFT_BEFORE_START)
             if not batch:
                 return
         preemptible = all(job.preemptible for job in batch)
@@ -254,6 +288,14 @@ def _serve(ref: weakref.ref[Scheduler], cond: threading.Condition) -> None:
 def _wake(cond: threading.Condition) -> None:
     with cond:
         cond.notify_all()
+
+
+def queued_check(future: Future[GenerationResult]) -> float | None:
+    """How long a caller may wait for ``future`` before checking whether it has left.
+
+    A job that started stops on its own within a token, so only a queued one needs checking.
+    """
+    return None if future.running() or future.done() else LEAVE_CHECK_S
 
 
 def _start(job: Job) -> bool:
