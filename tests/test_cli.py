@@ -26,6 +26,17 @@ def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPat
     monkeypatch.setenv("TOOLACE_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def _progress_bars_restored() -> Iterator[None]:
+    """The CLI turns transformers' progress bars off for its process; give them back after."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    yield
+    if enabled:
+        hf_logging.enable_progress_bar()
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A demo-shaped model after a few training steps: the plumbing is real, answers are noise.

@@ -6,17 +6,27 @@ model measures how many tokens were still computed after the caller left.
 """
 
 import asyncio
+import gc
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from _hooks import DTYPE, ForwardCounter, await_until, lock_free, never_stop, wait_until
+from _hooks import (
+    DTYPE,
+    ForwardCounter,
+    await_until,
+    lock_free,
+    never_stop,
+    slow_forwards,
+    wait_until,
+)
 from langchain_core.messages import AIMessage
 from llama_index.core.base.llms.types import ChatMessage
 
+from toolace_integrations.core.generation import GenerationRequest, SamplingParams
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
 from toolace_integrations.local.engine import TransformersEngine
@@ -196,6 +206,106 @@ async def test_timeout_while_waiting_for_a_busy_model(
         safety.cancel()
         release()
     assert waited < 5, f"the timed-out call waited {waited:.1f}s for the busy model"
+    released_at = forwards.calls
+    await asyncio.sleep(0.3)  # time for the abandoned request to (wrongly) start generating
+    await _assert_stopped_and_free_async(engine, forwards, released_at, lc)
+
+
+def _has_content(item: Any) -> bool:
+    return bool(getattr(item, "content", None) or getattr(item, "delta", None))
+
+
+@pytest.mark.parametrize("generator", ["kept", "collected"])
+@pytest.mark.parametrize("adapter", ["langchain", "llama_index"])
+def test_closing_the_event_loop_mid_stream_stops_the_row(
+    lc: ChatToolACE,
+    li: ToolACELLM,
+    engine: TransformersEngine,
+    forwards: ForwardCounter,
+    endless: None,
+    adapter: str,
+    generator: str,
+) -> None:
+    """A stream whose event loop is closed mid-way, never ``aclose``d, stops within a token,
+    whether its generator is still referenced or garbage-collected after the loop closed."""
+    loop = asyncio.new_event_loop()
+    stream = _lc_astream(lc) if adapter == "langchain" else _li_astream(li)
+
+    async def until_content() -> None:
+        while not _has_content(await anext(stream)):
+            pass
+
+    loop.run_until_complete(until_content())
+    left_at = forwards.calls
+    loop.close()
+    if generator == "collected":
+        del stream
+        gc.collect()
+    _assert_stopped_and_free(engine, forwards, left_at, lc)
+
+
+BUSY = GenerationRequest(
+    ({"role": "user", "content": PROMPT},),
+    SamplingParams(max_new_tokens=3000, temperature=0.7),  # sampled: greedy callers queue
+)
+
+
+def _queued(engine: TransformersEngine) -> bool:
+    return bool(engine.scheduler._queue)
+
+
+def _leave_once_queued(engine: TransformersEngine, cancel: threading.Event) -> None:
+    threading.Thread(
+        target=lambda: wait_until(lambda: _queued(engine), timeout=30) and cancel.set()
+    ).start()
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["langchain-astream", "llama_index-astream_chat", "engine-generate", "engine-generate_batch"],
+)
+async def test_a_queued_caller_that_leaves_is_released_while_another_batch_runs(
+    lc: ChatToolACE,
+    li: ToolACELLM,
+    engine: TransformersEngine,
+    forwards: ForwardCounter,
+    endless: None,
+    call: str,
+) -> None:
+    """A caller queued behind a batch of other sampling settings gets control back as soon as
+    it leaves, while that batch still runs, and its job never runs."""
+    busy_cancel, busy_done = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        try:
+            engine.generate(BUSY, busy_cancel)
+        finally:
+            busy_done.set()
+
+    greedy = GenerationRequest(({"role": "user", "content": PROMPT},), SamplingParams(LONG))
+    cancel = threading.Event()
+    leave: dict[str, Callable[[], Any]] = {
+        "engine-generate": lambda: engine.generate(greedy, cancel),
+        "engine-generate_batch": lambda: engine.generate_batch([greedy, greedy], cancel),
+    }
+    with slow_forwards(engine, 0.005):  # the busy batch lasts 15 s at least, unless cancelled
+        threading.Thread(target=busy).start()
+        try:
+            assert await await_until(lambda: forwards.calls >= 3, timeout=30), "busy never began"
+            if call in leave:
+                _leave_once_queued(engine, cancel)
+                results = await asyncio.to_thread(leave[call])
+                left = results if isinstance(results, list) else [results]
+                assert all(r.text == "" and r.completion_tokens == 0 for r in left)
+            else:
+                stream = _lc_astream(lc) if call.startswith("langchain") else _li_astream(li)
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(_consume(stream), 0.5)
+            assert not busy_done.is_set(), "the caller was released only when the batch ended"
+            assert not _queued(engine), "the caller that left is still queued"
+        finally:
+            busy_cancel.set()
+            await asyncio.to_thread(busy_done.wait, 60)
     released_at = forwards.calls
     await asyncio.sleep(0.3)  # time for the abandoned request to (wrongly) start generating
     await _assert_stopped_and_free_async(engine, forwards, released_at, lc)

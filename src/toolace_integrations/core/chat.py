@@ -166,10 +166,16 @@ async def iterate_in_thread(
     streams than that would wait for each other instead of decoding in one batch. Leaving early
     (``break``, ``aclose``) or cancelling the consuming task sets ``cancel``, which stops
     generation within a token, and waits for the thread to finish without blocking the loop.
+    Closing the event loop mid-stream counts as leaving too (nobody can consume then), whether
+    or not the generator is ever closed or collected.
+
+    Notes:
+        A generator collected while its loop is stopped but not closed is closed by asyncio
+        when that loop runs again (or counts as left once the loop is closed).
     """
     loop = asyncio.get_running_loop()
     items: asyncio.Queue[tuple[_T] | BaseException | None] = asyncio.Queue()
-    cancel = threading.Event()
+    cancel = _ConsumerGone(loop)
     finished: asyncio.Future[None] = loop.create_future()
 
     def send(item: tuple[_T] | BaseException | None) -> None:
@@ -207,6 +213,21 @@ async def iterate_in_thread(
     finally:
         cancel.set()
         await asyncio.shield(finished)
+
+
+class _ConsumerGone(threading.Event):
+    """A stream's cancel flag, also set for good once the consumer's event loop is closed.
+
+    An abandoned generator's ``finally`` never runs on a closed loop: nobody else would stop it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def is_set(self) -> bool:
+        """Whether the consumer left or its event loop is closed."""
+        return super().is_set() or self._loop.is_closed()
 
 
 def run_chat(backend: Backend, request: GenerationRequest) -> ChatTurn:

@@ -23,7 +23,12 @@ one worker thread runs them in batches while holding the model lock. What it dec
   (measured step time) than re-arranging the rows' caches (measured copy rate); otherwise the
   newcomer waits those few tokens. Jobs of another group wait for the running batch to end.
 - **Cancelling.** A caller that leaves stops its own row within a token, while the batch goes on
-  for the others; a caller queued behind the lock is dropped without ever running.
+  for the others; a caller still queued (behind a batch of other settings, or the lock) is
+  released at once (:meth:`Scheduler.withdraw`, :meth:`Scheduler.wait`) and never runs.
+- **Interrupts.** A ``KeyboardInterrupt`` or ``SystemExit`` raised in the worker thread stops
+  the batch it was running; its callers get a :class:`~toolace_integrations.errors.GenerationError`
+  (the interrupt as its cause), never the interrupt itself, which in asyncio would end the event
+  loop, and the worker goes on serving later calls.
 
 Limits: a newcomer's prefill runs while the batch it joins waits (no chunked prefill), and the
 remote backend's batches are whole ``generate_batch`` calls (the server schedules them).
@@ -68,6 +73,11 @@ JOIN_MIN_REMAINING = 4
 """A running batch yields to newcomers (or is compacted) only if this many tokens remain."""
 IDLE_S = 30.0
 """A worker thread with nothing to do for this long exits; the next job starts a new one."""
+LEAVE_CHECK_S = 0.02
+"""How often a caller whose job has not started (and a batch waiting for the model lock)
+checks whether its caller has left."""
+LEFT_BEFORE_START = GenerationResult("", "stop", 0, 0)
+"""What a caller that left before its job ran gets: no text, nothing generated."""
 
 Outcome = GenerationResult | BaseException
 Done = Callable[["Job", Outcome, bool], None]
@@ -148,6 +158,33 @@ class Scheduler:
                 self._cond.notify()
         return self.submit(job)[0]
 
+    def withdraw(self, future: Future[GenerationResult]) -> bool:
+        """Release the job of ``future`` at once if it has not started; returns whether it had not.
+
+        The job leaves the queue and its future gets :data:`LEFT_BEFORE_START`. A started job
+        stops within a token of its own once its ``cancel`` is set.
+        """
+        with self._cond:
+            job = next((job for job in self._queue if job.future is future), None)
+            if job is None or future.running():  # taken, or a resumable batch's row
+                return False
+            self._queue.remove(job)
+        _resolve(future, LEFT_BEFORE_START)
+        return True
+
+    def wait(self, future: Future[GenerationResult], cancel: threading.Event) -> GenerationResult:
+        """The result of ``future``, returned at once when ``cancel`` is set while it is queued.
+
+        A job still queued then is withdrawn (:data:`LEFT_BEFORE_START`) whatever batch is
+        running; a started one stops within a token of its own.
+        """
+        while True:
+            try:
+                return future.result(timeout=queued_check(future))
+            except TimeoutError:
+                if cancel.is_set():
+                    self.withdraw(future)
+
     def submit(self, *jobs: Job) -> list[Future[GenerationResult]]:
         """Queue prepared jobs (together, so they can share a batch); one future each."""
         with self._cond:
@@ -178,13 +215,14 @@ class Scheduler:
             )[:MAX_BATCH]
             for job in group:
                 self._queue.remove(job)
-        return [job for job in group if job.future.running() or _start(job)]
+            # Started under the lock, so that a withdrawn job is either queued or running.
+            return [job for job in group if job.future.running() or _start(job)]
 
     def _run(self, batch: list[Job]) -> None:
-        while not self.model_lock.acquire(timeout=0.02):
+        while not self.model_lock.acquire(timeout=LEAVE_CHECK_S):
             for job in [job for job in batch if job.cancel.is_set()]:
                 batch.remove(job)
-                _resolve(job.future, GenerationResult("", "stop", 0, 0))
+                _resolve(job.future, LEFT_BEFORE_START)
             if not batch:
                 return
         preemptible = all(job.preemptible for job in batch)
@@ -257,6 +295,14 @@ def _wake(cond: threading.Condition) -> None:
         cond.notify_all()
 
 
+def queued_check(future: Future[GenerationResult]) -> float | None:
+    """How long a caller may wait for ``future`` before checking whether it has left.
+
+    A job that started stops on its own within a token, so only a queued one needs checking.
+    """
+    return None if future.running() or future.done() else LEAVE_CHECK_S
+
+
 def _start(job: Job) -> bool:
     return job.future.set_running_or_notify_cancel()
 
@@ -265,9 +311,24 @@ def _resolve(future: Future[GenerationResult], outcome: Outcome) -> None:
     if future.done() or not (future.running() or future.set_running_or_notify_cancel()):
         return
     if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
+        future.set_exception(_for_caller(outcome))
     else:
         future.set_result(outcome)
+
+
+def _for_caller(error: BaseException) -> BaseException:
+    """``error`` as a caller sees it: an interrupt of the worker is a ``GenerationError``.
+
+    As itself it would read as the caller's own Ctrl-C, and end an asyncio caller's event loop.
+    """
+    if isinstance(error, Exception):
+        return error
+    interrupted = GenerationError(
+        f"The model's worker thread was interrupted ({type(error).__name__}) while it ran this "
+        "call, which was stopped without an answer. Call again: later calls are served as usual."
+    )
+    interrupted.__cause__ = error
+    return interrupted
 
 
 class _WholeBatches:
@@ -289,7 +350,7 @@ class _WholeBatches:
         requests = [job.request for job in jobs]
         try:
             results = backend.generate_batch(requests, EveryoneLeft([j.cancel for j in jobs]))
-        except BaseException as error:
+        except Exception as error:  # an interrupt stops the whole batch (see Scheduler._run)
             if len(jobs) == 1:
                 done(jobs[0], error, False)
                 return
@@ -297,7 +358,7 @@ class _WholeBatches:
             for job in jobs:
                 try:
                     done(job, backend.generate_batch([job.request], job.cancel)[0], False)
-                except BaseException as single_error:  # handed to its caller
+                except Exception as single_error:  # handed to its caller
                     done(job, single_error, False)
             return
         for job, result in zip(jobs, results, strict=True):

@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 from collections.abc import Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -36,7 +37,14 @@ from toolace_integrations.core.generation import (
     SamplingParams,
     StreamEvent,
 )
-from toolace_integrations.core.scheduling import MAX_BATCH, Done, Job, Scheduler, ShouldYield
+from toolace_integrations.core.scheduling import (
+    MAX_BATCH,
+    Done,
+    Job,
+    Scheduler,
+    ShouldYield,
+    queued_check,
+)
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
 from toolace_integrations.format.environment import read_bytes, read_count
 from toolace_integrations.local.budget import RowBudgets, call_closer
@@ -130,20 +138,39 @@ class TransformersEngine:
         """Yield text deltas as tokens are produced; the last event carries the result.
 
         Closing the iterator early (``break``) or setting ``cancel`` stops generation within a
-        token and frees the model for the next caller.
+        token and frees the model for the next caller; a call still queued behind a batch of
+        other settings is released at once.
         """
         halt = _Halt(cancel)
         events: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         future = self.scheduler.start(lambda: self.prepare(request, halt, events))
         future.add_done_callback(lambda _: events.put(None))
         try:
-            while (delta := events.get()) is not None:
+            while (delta := self._next_delta(events, future, halt)) is not None:
                 yield StreamEvent(delta)
         finally:
             halt.set()
+            self.scheduler.withdraw(future)
             future.exception()  # waits, within a token, for the model to let go of this row
         result = future.result()
         yield StreamEvent("", result)
+
+    def _next_delta(
+        self,
+        events: queue.SimpleQueue[str | None],
+        future: Future[GenerationResult],
+        halt: threading.Event,
+    ) -> str | None:
+        """The next text delta, ``None`` once the job is done.
+
+        A job still queued when its caller leaves is withdrawn (released at once).
+        """
+        while True:
+            try:
+                return events.get(timeout=queued_check(future))
+            except queue.Empty:
+                if halt.is_set():
+                    self.scheduler.withdraw(future)
 
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -162,8 +189,9 @@ class TransformersEngine:
         Rows decode together where their sampling settings allow (see
         :mod:`toolace_integrations.core.scheduling`); each reuses its longest cached prompt prefix.
         """
-        jobs = [self.prepare(request, _Halt(cancel)) for request in requests]
-        return [future.result() for future in self.scheduler.submit(*jobs)]
+        halt = _Halt(cancel)
+        jobs = [self.prepare(request, halt) for request in requests]
+        return [self.scheduler.wait(future, halt) for future in self.scheduler.submit(*jobs)]
 
     def prepare(
         self,

@@ -3,6 +3,10 @@
 An agent re-sends the same system prompt and tool list on every step, each prompt extending the
 last. After each generation the engine keeps the model's key/value cache for the prompt and the
 answer; the next prompt then needs prefill only for the tokens past the longest shared prefix.
+
+Memory is counted as the storage the tensors keep alive, not the tokens they cover: a
+generation's cache has room reserved for its whole token budget, and more than a little of it
+(see :data:`ROOM_KEPT`) is given back before the cache is kept.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +25,11 @@ from transformers import DynamicCache, DynamicLayer, PretrainedConfig
 from toolace_integrations.core.forking import reset_after_fork
 
 logger = logging.getLogger(__name__)
+
+ROOM_KEPT = 1.25
+"""A stored cache keeps its unused room while its storage is at most this many times what its
+tokens fill: the next turn of its conversation then writes into that room without a copy. More
+is given back (one copy), so that reserved room never crowds out other conversations."""
 
 
 @dataclass(frozen=True)
@@ -122,15 +131,40 @@ class BatchMemory:
         """Forget the kept memory (its tensors may still be in use)."""
         self._flat = []
 
+    @property
+    def size_bytes(self) -> int:
+        """Memory kept now for the next batch."""
+        return storage_bytes(self._flat)
 
-def _cache_bytes(cache: DynamicCache) -> int:
+
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """The memory ``tensors`` keep alive: their storages' sizes, each storage counted once.
+
+    A view keeps its whole storage, however few elements it shows.
+    """
+    storages = (t.untyped_storage() for t in tensors)
+    return sum({(s.device, s.data_ptr()): s.nbytes() for s in storages}.values())
+
+
+def _tensors(cache: DynamicCache) -> list[torch.Tensor]:
     layers: list[Any] = list(cache.layers)
-    return sum(
-        int(t.numel() * t.element_size())
-        for layer in layers
-        if layer.is_initialized
-        for t in (layer.keys, layer.values)
-    )
+    return [t for layer in layers if layer.is_initialized for t in (layer.keys, layer.values)]
+
+
+def _filled_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _fitted(cache: DynamicCache) -> DynamicCache:
+    """``cache`` with the room it does not fill given back, where that is over :data:`ROOM_KEPT`."""
+    layers: list[Any] = list(cache.layers)
+    for number, layer in enumerate(layers):
+        if not layer.is_initialized:
+            continue
+        keys, values = layer.keys, layer.values
+        if storage_bytes([keys, values]) > ROOM_KEPT * _filled_bytes([keys, values]):
+            cache.layers[number] = RoomyLayer(keys.clone(), values.clone(), keys.shape[-2])
+    return cache
 
 
 @dataclass(frozen=True)
@@ -253,9 +287,10 @@ class PrefixCache:
         Entries for prefixes of ``token_ids`` are dropped, and so is ``supersedes``: the entry
         this conversation continued, which a re-tokenized answer may have made no prefix.
         """
-        size = _cache_bytes(cache)
-        if size > self._max_bytes or self._max_entries == 0:
+        if _filled_bytes(_tensors(cache)) > self._max_bytes or self._max_entries == 0:
             return
+        cache = _fitted(cache)
+        size = storage_bytes(_tensors(cache))
         key = tuple(token_ids)
         with self._lock:
             self._entries.pop(key, None)
