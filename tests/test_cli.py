@@ -507,7 +507,7 @@ def test_demo_question_too_long_is_one_line_and_exit_1(
 
 
 def _interrupted_training(path: Path, **kwargs: object) -> str:
-    Path(path).mkdir(parents=True)
+    Path(path).mkdir(parents=True, exist_ok=True)
     (Path(path) / "config.json").write_text("{}")
     raise KeyboardInterrupt
 
