@@ -30,6 +30,7 @@ from toolace_integrations.backends import (
     connect,
     prompt_encoder,
     release,
+    server_encoder,
 )
 from toolace_integrations.core.chat import build_request
 from toolace_integrations.core.encoding import PromptEncoder
@@ -92,6 +93,11 @@ class ToolACESettings(BaseModel):
         description="Hugging Face model id or local folder (alias model_name).",
     )
     revision: str | None = Field(default=None, description="Hub branch, tag or commit to load.")
+    tokenizer: str | None = Field(
+        default=None,
+        description="With base_url: the tokenizer's Hub id or folder, so model can be the served "
+        "name; None: model's, or the checkpoint the server lists for it.",
+    )
     dtype: str | None = Field(
         default=None,
         validation_alias=AliasChoices("dtype", "torch_dtype"),
@@ -242,6 +248,7 @@ class ToolACESettings(BaseModel):
             "attn_implementation": self.attn_implementation,
             "model_kwargs": self.model_kwargs,
             "base_url": self.base_url,
+            "tokenizer": self.tokenizer,
             "api_key": self.api_key.get_secret_value() if self.api_key else None,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
@@ -254,19 +261,27 @@ class ToolACESettings(BaseModel):
 
     def _encoder(self) -> PromptEncoder:
         """The checkpoint's tokenizer alone, for prompt text and token counts without weights."""
+        if self.base_url:
+            return server_encoder(self._backend(), checkpoint_template=self.use_checkpoint_template)
         return prompt_encoder(
             self.model, self.revision, checkpoint_template=self.use_checkpoint_template
         )
 
     def _context_size(self) -> int | None:
-        """Tokens the model attends to: the setting, a loaded backend's, else config.json's."""
+        """Tokens the model attends to: the setting, the server's, a loaded model's, config.json's.
+
+        Raises:
+            RemoteError: the server could not be asked for its ``max_model_len``.
+        """
         if self.context_window:
             return self.context_window
+        if self.base_url:
+            return self._backend().context_window or None  # asked once per backend
         slot = (self.__pydantic_private__ or {}).get("_slot")
         loaded = slot.backends.get(self._backend_key()) if isinstance(slot, _BackendSlot) else None
         if loaded is not None and loaded.context_window:
             return loaded.context_window
-        return None if self.base_url else checkpoint_context_window(self.model, self.revision)
+        return checkpoint_context_window(self.model, self.revision)
 
     def _answer_settings(self) -> dict[str, Any]:
         """Every setting that can change an answer: what an LLM-cache key must hold."""

@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -55,6 +55,7 @@ from toolace_integrations.langchain.messages import (
     unique_tools,
 )
 from toolace_integrations.langchain.messages import to_ai_message as _to_ai_message
+from toolace_integrations.langchain.profile import ServerProfile
 from toolace_integrations.langchain.stream import Piece, to_chunk, turn_pieces
 from toolace_integrations.settings import ToolACESettings, require_messages
 
@@ -135,6 +136,8 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
             structured_output=True,
             image_inputs=False,
         )
+        if self.base_url and not self.context_window:  # the server's, asked for when read
+            return cast(ModelProfile, ServerProfile(profile, self._context_size))
         if window := self._context_size():
             profile["max_input_tokens"] = window
         return profile
