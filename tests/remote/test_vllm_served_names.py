@@ -110,6 +110,14 @@ def test_limits_are_the_servers_before_any_call(
     assert renamed.bodies == []  # the same limit refuses the prompt before sending it
 
 
+def test_constructing_asks_the_server_nothing() -> None:
+    chat = ChatToolACE(base_url="http://127.0.0.1:9/v1", max_retries=0)  # nothing listens there
+    assert chat.profile is not None and chat.profile["tool_calling"] is True
+    with pytest.raises(RemoteError, match="could not be reached"):
+        chat.profile.get("max_input_tokens")  # asked now, and said so: no made-up number
+    chat.unload()
+
+
 def test_a_base_url_without_v1_is_told_to_add_it(
     renamed_url: str, vllm_model: str, made: list[Any]
 ) -> None:

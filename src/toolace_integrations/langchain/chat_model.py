@@ -99,9 +99,9 @@ class ChatToolACE(ToolACESettings, BaseChatModel):
         - Unknown or misspelled constructor and call arguments raise ``UnknownArgumentError``
           naming the closest one; ``stream_usage`` is accepted (usage is always streamed).
         - Token counts (``get_num_tokens*``, ``trim_messages``) use the checkpoint's tokenizer.
-        - ``base_url`` runs on a vLLM server; ``timeout``, ``max_retries``, ``api_key``,
-          ``grammar_param``, ``extra_body``, ``batch_prompts`` and ``max_concurrency`` apply
-          to it only.
+        - ``base_url`` runs on a vLLM server; ``tokenizer``, ``timeout``, ``max_retries``,
+          ``api_key``, ``grammar_param``, ``extra_body``, ``batch_prompts`` and
+          ``max_concurrency`` apply to it only.
     """
 
     streaming: bool = Field(default=False, description="Make invoke() stream under the hood.")

@@ -46,6 +46,10 @@ class ServerProfile(Mapping[str, Any]):
         if self._window() is not None:
             yield _WINDOW_KEY
 
+    def __bool__(self) -> bool:
+        """True without asking the server (LangChain tests the profile while constructing)."""
+        return True
+
     def __len__(self) -> int:
         """How many keys there are (asks the server, as iterating does)."""
         return sum(1 for _ in self)
