@@ -24,13 +24,14 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"errors", "format"},
     "local": {"errors", "format", "core"},
     "remote": {"errors", "format", "core"},
-    "settings": {"errors", "format", "core", "backends"},
+    "arguments": set(),
+    "settings": {"errors", "format", "core", "backends", "arguments"},
     "backends": {"errors", "format", "core", "local", "remote"},
-    "langchain": {"errors", "format", "core", "settings", "backends"},
-    "llama_index": {"errors", "format", "core", "settings", "backends"},
+    "langchain": {"errors", "format", "core", "settings", "backends", "arguments"},
+    "llama_index": {"errors", "format", "core", "settings", "backends", "arguments"},
     "testing": {"errors", "format"},
 }
-TOP_LEVEL_MODULES = {"errors", "settings", "backends"}
+TOP_LEVEL_MODULES = {"errors", "settings", "backends", "arguments"}
 
 
 def part_of(module: str) -> str:

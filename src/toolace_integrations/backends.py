@@ -19,6 +19,7 @@ from typing import Any
 
 from toolace_integrations.core.encoding import PromptEncoder, cached_encoder
 from toolace_integrations.core.generation import Backend, ModelSpec, resolve_model
+from toolace_integrations.errors import InvalidSettingError
 
 __all__ = [
     "checkpoint_context_window",
@@ -26,6 +27,7 @@ __all__ = [
     "prompt_encoder",
     "release",
     "require_local_grammar",
+    "server_encoder",
 ]
 
 
@@ -38,6 +40,7 @@ def connect(
     attn_implementation: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     base_url: str | None = None,
+    tokenizer: str | None = None,
     api_key: str | None = None,
     timeout: float | None = None,
     max_retries: int | None = None,
@@ -55,8 +58,18 @@ def connect(
     server (vLLM), rendering and parsing prompts locally; ``grammar_param``, ``extra_body``,
     ``batch_prompts``, ``max_concurrency`` and ``context_window`` apply to it only (``None``
     keeps the client's default).
+
+    Raises:
+        InvalidSettingError: ``tokenizer`` without ``base_url`` (the local engine uses the
+            checkpoint's own tokenizer).
     """
     if base_url is None:
+        if tokenizer is not None:
+            raise InvalidSettingError(
+                f"tokenizer={tokenizer!r} is for a model on a server (base_url=...), whose "
+                "served name is not a checkpoint. Without base_url the model folder's own "
+                "tokenizer is used: drop tokenizer=."
+            )
         load_options = dict(model_kwargs or {})
         spec = ModelSpec(
             model=resolve_model(model),  # a missing folder fails here, before torch loads
@@ -82,7 +95,9 @@ def connect(
         "context_window": context_window,
     }
     remote = {name: value for name, value in options.items() if value is not None}
-    return RemoteBackend(base_url, model, revision=revision, api_key=api_key, **remote)
+    return RemoteBackend(
+        base_url, model, tokenizer=tokenizer, revision=revision, api_key=api_key, **remote
+    )
 
 
 def require_local_grammar() -> None:
@@ -104,6 +119,15 @@ def prompt_encoder(
 ) -> PromptEncoder:
     """The checkpoint's tokenizer, loaded alone (no weights), cached per model and revision."""
     return cached_encoder(resolve_model(model), revision, checkpoint_template)
+
+
+def server_encoder(backend: Backend, *, checkpoint_template: bool = False) -> PromptEncoder:
+    """The tokenizer a server's client encodes with (its ``tokenizer``, or the served root's)."""
+    from toolace_integrations.remote import RemoteBackend
+
+    if not isinstance(backend, RemoteBackend):
+        raise TypeError(f"{backend!r} is not a server's client")
+    return backend.prompt_encoder(checkpoint_template)
 
 
 def checkpoint_context_window(model: str, revision: str | None = None) -> int | None:

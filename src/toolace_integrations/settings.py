@@ -21,8 +21,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from typing_extensions import Self, TypedDict
+from typing_extensions import Self
 
+from toolace_integrations.arguments import ToolACEArguments
 from toolace_integrations.backends import (
     attach,
     checkpoint_context_window,
@@ -30,6 +31,7 @@ from toolace_integrations.backends import (
     prompt_encoder,
     release,
     require_local_grammar,
+    server_encoder,
 )
 from toolace_integrations.core.chat import build_request
 from toolace_integrations.core.encoding import PromptEncoder
@@ -54,44 +56,6 @@ _CALL_SAMPLING = (
 )
 # Settings that never change an answer, left out of LLM-cache keys (the key is secret too).
 _ANSWER_NEUTRAL = frozenset({"api_key", "timeout", "max_retries", "max_concurrency"})
-
-
-class ToolACEArguments(TypedDict, total=False):
-    """Every accepted constructor spelling, typed as validated (pydantic shows one per field).
-
-    The adapters' typed ``__init__`` unpacks it; ``tests/typing`` keeps it equal to the names.
-    """
-
-    model: str
-    model_name: str
-    revision: str | None
-    dtype: str | None
-    torch_dtype: str | None
-    device_map: str | dict[str, Any] | None
-    attn_implementation: str | None
-    model_kwargs: dict[str, Any]
-    max_new_tokens: int
-    max_tokens: int
-    temperature: float | None
-    top_p: float | None
-    stop: str | list[str] | None
-    seed: int | None
-    cache_implementation: str | None
-    reuse_prefix: bool
-    system_template: str
-    constrained_decoding: bool
-    use_checkpoint_template: bool
-    context_window: int | None
-    base_url: str | None
-    api_base: str | None
-    timeout: float | None
-    request_timeout: float | None
-    max_retries: int | None
-    api_key: str | SecretStr | None
-    grammar_param: Literal["structured_outputs", "none"] | None
-    extra_body: dict[str, Any] | None
-    batch_prompts: bool | None
-    max_concurrency: int | None
 
 
 def _api_key_from_env() -> SecretStr | None:
@@ -131,6 +95,11 @@ class ToolACESettings(BaseModel):
         description="Hugging Face model id or local folder (alias model_name).",
     )
     revision: str | None = Field(default=None, description="Hub branch, tag or commit to load.")
+    tokenizer: str | None = Field(
+        default=None,
+        description="With base_url: the tokenizer's Hub id or folder, so model can be the served "
+        "name; None: model's, or the checkpoint the server lists for it.",
+    )
     dtype: str | None = Field(
         default=None,
         validation_alias=AliasChoices("dtype", "torch_dtype"),
@@ -281,6 +250,7 @@ class ToolACESettings(BaseModel):
             "attn_implementation": self.attn_implementation,
             "model_kwargs": self.model_kwargs,
             "base_url": self.base_url,
+            "tokenizer": self.tokenizer,
             "api_key": self.api_key.get_secret_value() if self.api_key else None,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
@@ -303,19 +273,27 @@ class ToolACESettings(BaseModel):
 
     def _encoder(self) -> PromptEncoder:
         """The checkpoint's tokenizer alone, for prompt text and token counts without weights."""
+        if self.base_url:
+            return server_encoder(self._backend(), checkpoint_template=self.use_checkpoint_template)
         return prompt_encoder(
             self.model, self.revision, checkpoint_template=self.use_checkpoint_template
         )
 
     def _context_size(self) -> int | None:
-        """Tokens the model attends to: the setting, a loaded backend's, else config.json's."""
+        """Tokens the model attends to: the setting, the server's, a loaded model's, config.json's.
+
+        Raises:
+            RemoteError: the server could not be asked for its ``max_model_len``.
+        """
         if self.context_window:
             return self.context_window
+        if self.base_url:
+            return self._backend().context_window or None  # asked once per backend
         slot = (self.__pydantic_private__ or {}).get("_slot")
         loaded = slot.backends.get(self._backend_key()) if isinstance(slot, _BackendSlot) else None
         if loaded is not None and loaded.context_window:
             return loaded.context_window
-        return None if self.base_url else checkpoint_context_window(self.model, self.revision)
+        return checkpoint_context_window(self.model, self.revision)
 
     def _answer_settings(self) -> dict[str, Any]:
         """Every setting that can change an answer: what an LLM-cache key must hold."""

@@ -9,6 +9,8 @@ goes through the tokenizer's :class:`TextEncoder`, whose state never changes onc
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import weakref
 from collections.abc import Mapping, Sequence
@@ -31,12 +33,30 @@ def offline_advice(model: str) -> str:
     )
 
 
+class _NoTorchNotice(logging.Filter):
+    """Drops transformers' import-time "PyTorch was not found" notice: tokenizers need no torch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("PyTorch was not found.")
+
+
+_NO_TORCH_NOTICE = _NoTorchNotice()
+
+
 def load_tokenizer(model: str, revision: str | None = None) -> Any:
-    """The tokenizer of ``model``, as the checkpoint ships it (chat template included)."""
+    """The tokenizer of ``model``, as the checkpoint ships it (chat template included).
+
+    ``HF_HUB_OFFLINE`` is read now (huggingface_hub reads it once, at its import): when set, a
+    tokenizer missing from the cache fails at once instead of after retrying the network.
+    """
+    logging.getLogger("transformers").addFilter(_NO_TORCH_NOTICE)  # once: the same filter
     from transformers import AutoTokenizer
 
+    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model, revision=revision, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(
+            model, revision=revision, trust_remote_code=False, local_files_only=offline
+        )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"{offline_advice(model)} Cause: {error}") from error
     return tokenizer

@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from contextlib import aclosing, closing
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -52,6 +52,7 @@ from toolace_integrations.langchain.messages import (
     unique_tools,
 )
 from toolace_integrations.langchain.messages import to_ai_message as _to_ai_message
+from toolace_integrations.langchain.profile import ServerProfile
 from toolace_integrations.langchain.signatures import ChatToolACEArguments
 from toolace_integrations.langchain.stream import Piece, to_chunk, turn_pieces
 from toolace_integrations.langchain.structured import StructuredChatModel
@@ -97,9 +98,9 @@ class ChatToolACE(ToolACESettings, StructuredChatModel):
         - Unknown or misspelled constructor and call arguments raise ``UnknownArgumentError``
           naming the closest one; ``stream_usage`` is accepted (usage is always streamed).
         - Token counts (``get_num_tokens*``, ``trim_messages``) use the checkpoint's tokenizer.
-        - ``base_url`` runs on a vLLM server; ``timeout``, ``max_retries``, ``api_key``,
-          ``grammar_param``, ``extra_body``, ``batch_prompts`` and ``max_concurrency`` apply
-          to it only.
+        - ``base_url`` runs on a vLLM server; ``tokenizer``, ``timeout``, ``max_retries``,
+          ``api_key``, ``grammar_param``, ``extra_body``, ``batch_prompts`` and
+          ``max_concurrency`` apply to it only.
     """
 
     streaming: bool = Field(default=False, description="Make invoke() stream under the hood.")
@@ -138,6 +139,8 @@ class ChatToolACE(ToolACESettings, StructuredChatModel):
             structured_output=True,
             image_inputs=False,
         )
+        if self.base_url and not self.context_window:  # the server's, asked for when read
+            return cast(ModelProfile, ServerProfile(profile, self._context_size))
         if window := self._context_size():
             profile["max_input_tokens"] = window
         return profile

@@ -139,7 +139,12 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Capabilities; ``context_window`` from the setting, the loaded model or config.json."""
+        """Capabilities, ``context_window`` included.
+
+        The window is the setting, else the server's ``max_model_len`` (asked for once; a
+        ``RemoteError`` when the server cannot be reached), else the loaded model's or
+        config.json's.
+        """
         return LLMMetadata(
             context_window=self._context_size() or _DEFAULT_CONTEXT_WINDOW,
             num_output=self.max_new_tokens,

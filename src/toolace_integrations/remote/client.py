@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
-from toolace_integrations.core.encoding import PromptEncoder, cached_encoder
+from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.core.generation import (
     GenerationRequest,
     GenerationResult,
@@ -44,6 +44,12 @@ from toolace_integrations.remote.answer import (
     read_completion,
 )
 from toolace_integrations.remote.batching import RequestGatherer
+from toolace_integrations.remote.models import (
+    ServedModel,
+    read_served_models,
+    served_encoder,
+    served_length,
+)
 from toolace_integrations.remote.request import (
     api_key_for,
     completion_body,
@@ -74,8 +80,9 @@ class RemoteBackend:
     Args:
         base_url: The server's OpenAI API root, e.g. ``http://host:8000/v1``.
         model: The served model name (vLLM's ``--served-model-name``, by default the model id).
-        tokenizer: Hub id or folder of the tokenizer whose chat template renders prompts;
-            defaults to ``model``. Must be the tokenizer the server uses.
+        tokenizer: Hub id or folder of the tokenizer that encodes prompts; must be the one the
+            server uses. ``None``: ``model`` when it is a folder here; else the checkpoint the
+            server lists as serving ``model`` (the ``root`` in ``/models``); else ``model``.
         revision: Tokenizer revision; ``None`` is the default branch.
         api_key: Bearer token; ``None`` reads ``TOOLACE_API_KEY``, then ``OPENAI_API_KEY``.
         timeout: Seconds to wait to connect, for an answer, or for the next streamed chunk.
@@ -89,7 +96,8 @@ class RemoteBackend:
             ``prompt``); on a 400/422 answer it falls back to one request per prompt.
         max_concurrency: Requests in flight at once, for concurrent async calls and for a
             batch sent prompt by prompt.
-        context_window: The server's ``--max-model-len``; 0 asks ``/models`` (vLLM reports it).
+        context_window: The server's ``--max-model-len``; 0 asks ``/models`` (vLLM reports it)
+            the first time it is needed, once.
         extra_body: More fields for every request body, e.g. ``{"top_k": 20}``.
 
     Raises:
@@ -126,7 +134,7 @@ class RemoteBackend:
             )
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.tokenizer_name = tokenizer or model
+        self.tokenizer = tokenizer
         self.revision = revision
         self.api_key = api_key_for(self.base_url, api_key)
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
@@ -135,6 +143,7 @@ class RemoteBackend:
         self.batch_prompts, self.max_concurrency = batch_prompts, max_concurrency
         self.extra_body = dict(extra_body or {})
         self._context_window = context_window or None
+        self._served: tuple[ServedModel, ...] | None = None
         self._client: httpx.Client | None = None
         self._gatherer: RequestGatherer | None = None
         self._lock, self._pid = threading.Lock(), os.getpid()
@@ -146,27 +155,49 @@ class RemoteBackend:
 
     @property
     def context_window(self) -> int:
-        """The server's context length: as configured, else from ``/models``, else 0."""
+        """The server's context length: as configured, else ``/models``' (read once), else 0.
+
+        Raises:
+            RemoteError: the server could not be asked (after the retries).
+        """
         if self._context_window is None:
-            try:
-                response = self._http().get(f"{self.base_url}/models", headers=self._headers())
-                cards = response.raise_for_status().json().get("data", [])
-                lengths = [c.get("max_model_len") for c in cards if c.get("id") == self.model]
-            except (httpx.HTTPError, ValueError, AttributeError, TypeError) as error:
-                logger.info("Could not read the context length from %s: %s", self.base_url, error)
-                return 0
-            self._context_window = int(lengths[0] or 0) if lengths else 0
+            self._context_window = served_length(self.served_models(), self.model)
         return self._context_window
+
+    def served_models(self) -> tuple[ServedModel, ...]:
+        """The server's ``/models`` list, asked for once (retried as completions are).
+
+        Raises:
+            RemoteError: the server could not be reached or answered an error.
+        """
+        attempt = 0
+        while self._served is None:
+            try:
+                self._served = read_served_models(self._http(), self.base_url, self._headers())
+            except RemoteError as failure:
+                if not self._retryable(failure, attempt):
+                    raise
+            attempt += 1
+        return self._served
+
+    def prompt_encoder(self, checkpoint_template: bool = False) -> PromptEncoder:
+        """The encoder of the tokenizer prompts are sent with (see ``tokenizer``).
+
+        Raises:
+            ModelLoadError: the tokenizer cannot be loaded; the message says what to pass.
+        """
+        names = (self.model, self.tokenizer, self.revision)
+        return served_encoder(*names, checkpoint_template, self.served_models)
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The prompt the chat template renders; the same text the local engine renders."""
-        return self._encoder().prompt_text(messages)
+        return self.prompt_encoder().prompt_text(messages)
 
     def prompt_ids(
         self, messages: Sequence[Mapping[str, str]], *, checkpoint_template: bool = False
     ) -> list[int]:
         """The prompt token ids sent to the server; the ids the local engine generates from."""
-        return self._encoder(checkpoint_template).encode(messages)
+        return self.prompt_encoder(checkpoint_template).encode(messages)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -332,7 +363,7 @@ class RemoteBackend:
         )  # fmt: skip
 
     def _result(self, answer: Answer, ids: Sequence[int]) -> GenerationResult:
-        return completion_result(answer, ids, self._encoder().text.content_ids)
+        return completion_result(answer, ids, self.prompt_encoder().text.content_ids)
 
     def _open(
         self, body: Mapping[str, Any], attempt: int
@@ -368,6 +399,3 @@ class RemoteBackend:
                 limits = httpx.Limits(max_connections=max(self.max_concurrency, 10) + 4)
                 self._client = httpx.Client(timeout=self.timeout, limits=limits)
             return self._client
-
-    def _encoder(self, checkpoint_template: bool = False) -> PromptEncoder:
-        return cached_encoder(self.tokenizer_name, self.revision, checkpoint_template)

@@ -19,6 +19,7 @@ from toolace_integrations.remote.answer import (
     RemoteError,
     sent_in_clear,
 )
+from toolace_integrations.remote.models import v1_advice
 
 __all__ = ["api_key_for", "completion_body", "completion_result", "open_completion"]
 
@@ -91,7 +92,9 @@ def open_completion(
     try:
         if response.status_code >= 400:
             response.read()
-            raise RemoteError(url, response.status_code, response.text, attempt + 1)
+            status = response.status_code
+            advice = v1_advice(url.removesuffix("/completions")) if status == 404 else None
+            raise RemoteError(url, status, response.text, attempt + 1, advice=advice)
         yield response
     except httpx.RequestError as error:
         raise RemoteError(url, None, repr(error), attempt + 1) from error

@@ -49,10 +49,14 @@ class VLLMServer:
     """One vLLM server process serving ``model`` (a folder) on a free loopback port.
 
     Args:
-        model: The model folder; it is also the served model name.
+        model: The model folder; the served model name unless ``flags`` rename it.
         log_path: Where the server's output goes.
         python: vLLM's Python; defaults to :func:`vllm_python`.
-        flags: Server flags after ``--model/--host/--port``.
+        flags: Server flags after ``--model/--host/--port``, e.g. ``SMALL_SERVER_FLAGS +
+            ("--served-model-name", "toolace")``.
+
+    Attributes:
+        served_name: The name requests use: the first ``--served-model-name``, else ``model``.
     """
 
     def __init__(
@@ -65,6 +69,8 @@ class VLLMServer:
     ) -> None:
         self.model, self.log_path = model, Path(log_path)
         self.python, self.flags = python or vllm_python(), flags
+        renamed = "--served-model-name" in flags
+        self.served_name = flags[flags.index("--served-model-name") + 1] if renamed else model
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._process: subprocess.Popen[bytes] | None = None
@@ -101,7 +107,7 @@ class VLLMServer:
                 self.stop()
                 raise VLLMStartError(f"vLLM not ready after {timeout:.0f} s.{self.log_tail()}")
             time.sleep(0.5)
-        warm = {"model": self.model, "prompt": [1, 2, 3], "max_tokens": 2, "temperature": 0}
+        warm = {"model": self.served_name, "prompt": [1, 2, 3], "max_tokens": 2, "temperature": 0}
         try:
             httpx.post(f"{self.url}/completions", json=warm, timeout=120).raise_for_status()
         except httpx.HTTPError as error:
