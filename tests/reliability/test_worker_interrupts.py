@@ -93,3 +93,27 @@ def test_gathered_coroutines_get_a_generation_error_and_the_loop_goes_on(
         pytest.fail(f"{error!r} escaped gather(return_exceptions=True) and ended the loop")
     _assert_interrupted(outcomes, interrupt)
     _assert_answers(later)
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_in_the_remote_gatherer_reaches_callers_as_a_generation_error(
+    interrupt: type[BaseException],
+) -> None:
+    """The remote backend's batch thread: an interrupt stops its batch and is retried for no one."""
+    from toolace_integrations.core.generation import GenerationRequest, SamplingParams
+    from toolace_integrations.remote.batching import RequestGatherer
+
+    calls: list[int] = []
+
+    def generate_batch(requests: Any, cancel: Any) -> Any:
+        calls.append(len(requests))
+        raise interrupt()
+
+    gatherer = RequestGatherer(generate_batch, max_batch=2)
+    request = GenerationRequest(({"role": "user", "content": "Hi"},), SamplingParams(4))
+    futures = [gatherer.submit(request, threading.Event()) for _ in range(2)]
+    for future in futures:
+        error = future.exception(timeout=30)
+        assert isinstance(error, GenerationError) and isinstance(error.__cause__, interrupt)
+    assert calls == [2]  # the batch once; no caller retried alone into the same interrupt
+    gatherer.close()

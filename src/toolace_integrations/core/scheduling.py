@@ -311,12 +311,12 @@ def _resolve(future: Future[GenerationResult], outcome: Outcome) -> None:
     if future.done() or not (future.running() or future.set_running_or_notify_cancel()):
         return
     if isinstance(outcome, BaseException):
-        future.set_exception(_for_caller(outcome))
+        future.set_exception(error_for_caller(outcome))
     else:
         future.set_result(outcome)
 
 
-def _for_caller(error: BaseException) -> BaseException:
+def error_for_caller(error: BaseException) -> BaseException:
     """``error`` as a caller sees it: an interrupt of the worker is a ``GenerationError``.
 
     As itself it would read as the caller's own Ctrl-C, and end an asyncio caller's event loop.

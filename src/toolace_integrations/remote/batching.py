@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from toolace_integrations.core.generation import EveryoneLeft, GenerationRequest, GenerationResult
+from toolace_integrations.core.scheduling import error_for_caller
 
 __all__ = ["GATHER_WINDOW_S", "RequestGatherer"]
 
@@ -70,14 +71,15 @@ class RequestGatherer:
         try:
             results = self._generate_batch(requests, EveryoneLeft([c for _, c, _ in items]))
         except BaseException as error:  # one caller's bad request must not fail the others
-            if len(items) == 1:
-                items[0][2].set_exception(error)
+            if len(items) == 1 or not isinstance(error, Exception):  # an interrupt stops them all
+                for _, _, future in items:
+                    future.set_exception(error_for_caller(error))
                 return
             for request, cancel, future in items:
                 try:
                     future.set_result(self._generate_batch([request], cancel)[0])
                 except BaseException as single_error:  # handed to its caller
-                    future.set_exception(single_error)
+                    future.set_exception(error_for_caller(single_error))
             return
         for (_, _, future), result in zip(items, results, strict=True):
             future.set_result(result)
