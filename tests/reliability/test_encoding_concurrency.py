@@ -251,3 +251,32 @@ async def test_concurrent_calls_prefill_the_prompts_they_get_alone(
         f"{len(forged)} with more control tokens"
     )
     assert Counter(prefilled) == Counter({alone[k]: ROUNDS * mix.count(k) for k in set(mix)})
+
+
+FIRST_LOADS = """
+import sys, threading
+from toolace_integrations.core.encoding import load_tokenizer
+errors = []
+def load():
+    try:
+        load_tokenizer(sys.argv[1])
+    except Exception as error:
+        errors.append(repr(error))
+threads = [threading.Thread(target=load) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+
+
+def test_concurrent_first_tokenizer_loads_in_a_fresh_process_all_succeed(
+    tiny_model_path: str,
+) -> None:
+    """A process's first calls may all load the tokenizer at once (a thin client's first batch)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_LOADS, tiny_model_path],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stdout

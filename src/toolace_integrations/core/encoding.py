@@ -50,7 +50,10 @@ def load_tokenizer(model: str, revision: str | None = None) -> Any:
     tokenizer missing from the cache fails at once instead of after retrying the network.
     """
     logging.getLogger("transformers").addFilter(_NO_TORCH_NOTICE)  # once: the same filter
-    from transformers import AutoTokenizer
+    # The submodule itself, not ``from transformers import``: its import lock makes concurrent
+    # first loads wait for one another, where the package's lazy attribute lookup lets the
+    # others fail with an ImportError while the first is still importing.
+    from transformers.models.auto.tokenization_auto import AutoTokenizer
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
     try:
