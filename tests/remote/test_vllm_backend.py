@@ -124,7 +124,7 @@ def test_greedy_constrained_answer_equals_the_local_engine(
     vLLM cannot close a forced call list early near the budget (docs/vllm.md), so the local
     answer it is compared with is decoded without that closing too.
     """
-    monkeypatch.setattr(engine_module, "call_closer", lambda tokenizer, request: None)
+    monkeypatch.setattr(engine_module, "budget_closer", lambda tokenizer, request: None)
     request = build_request(CONVERSATION, [UNIT, WEATHER], tool_choice=choice, sampling=_long())
     here, there = run_chat(vllm_engine, request), run_chat(remote, request)
     assert proxy.bodies[-1]["structured_outputs"] == {

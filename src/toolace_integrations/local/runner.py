@@ -45,8 +45,6 @@ class Row:
         sampling: Decoding settings.
         decoder: The answer so far and the finish rules.
         matcher: The row's xgrammar ``GrammarMatcher`` (``None`` for free decoding).
-        closer: Closes a forced call list inside the budget (see :mod:`~toolace_integrations.
-            budget`); ``None`` when the answer need not be calls.
         cache: Keys and values for the first ``covered`` tokens of :attr:`ids`.
         covered: How many tokens ``cache`` holds (``len(ids) - 1`` once prefilled).
         cached_prompt_tokens: Prompt tokens taken from the prefix cache instead of computed.
@@ -58,7 +56,6 @@ class Row:
     sampling: SamplingParams
     decoder: RowDecoder
     matcher: Any = None
-    closer: Any = None
     cache: DynamicCache | None = None
     covered: int = 0
     cached_prompt_tokens: int = 0
@@ -78,11 +75,11 @@ class Row:
 
     def result(self) -> GenerationResult:
         """The row's result (call once it is done)."""
-        closed = self.closer is not None and self.closer.closed
+        closed = self.decoder.closed_early
         finish = "length" if closed else self.decoder.finish or "stop"
         tokens = len(self.decoder.tokens)
         return GenerationResult(
-            self.decoder.text,
+            self.decoder.answer,
             finish,
             len(self.prompt_ids),
             tokens,
