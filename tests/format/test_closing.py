@@ -129,7 +129,7 @@ def _case(draw: st.DrawFn) -> tuple[list[FunctionSpec], ToolChoice, str]:
     return normalize_tools(tools), choice, format_tool_calls(calls)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_case())
 def test_every_closing_the_closer_offers_is_honest_and_accepted_by_the_grammar(
     case: tuple[list[FunctionSpec], ToolChoice, str],
@@ -139,12 +139,14 @@ def test_every_closing_the_closer_offers_is_honest_and_accepted_by_the_grammar(
     assert accepts(grammar, text), text  # the generated answer is one the model could write
     full = parse_tool_calls(text, tools)
     assert full.calls and not full.invalid, text
-    closer, closings = Closer(tools, choice), 0
+    closer, endings = Closer(tools, choice), 0
     for position in range(len(text) + 1):
-        closing = closer.closing()
-        if closing:
-            closings += 1
-            answer = text[:position] + closing
+        ending = closer.ending()
+        if ending is not None and ending[1]:
+            endings += 1
+            at, closing = ending
+            answer = text[:at] + closing
+            assert set(text[at:position]) <= set(", "), answer  # only separators are dropped
             assert set(closing) <= set(")]"), answer  # it closes; it never writes a value
             assert accepts(grammar, answer), answer
             out = parse_tool_calls(answer, tools)
@@ -155,11 +157,11 @@ def test_every_closing_the_closer_offers_is_honest_and_accepted_by_the_grammar(
                 assert written.arguments.items() <= model.arguments.items(), answer
         if position < len(text):
             closer.feed(text[position])
-    assert closer.closing() == "" and closer.done
-    assert closings >= len(full.calls)  # at least right after each call
+    assert closer.ending() == (len(text), "") and closer.done
+    assert endings >= len(full.calls)  # at least right after each call
 
 
-def test_the_closer_never_ends_a_number_or_a_string_it_cannot_see_the_end_of() -> None:
+def test_the_closer_ends_only_after_complete_values_with_required_arguments_written() -> None:
     tools = normalize_tools(
         [
             {
@@ -176,20 +178,32 @@ def test_the_closer_never_ends_a_number_or_a_string_it_cannot_see_the_end_of() -
             }
         ]
     )
-    closer = Closer(tools, ToolChoice("named", name="f"))
+    closer, text = Closer(tools, ToolChoice("named", name="f")), ""
     steps = [
         ("", None),  # no call written: nothing to close honestly
         ("[f(", None),  # n is required
         ("n=1", None),  # 1 may become 12 or 1.5
         ("2", None),
-        (", s=", None),
+        (",", "[f(n=12)]"),  # now 12 is complete
+        (" s=", None),
         ('"a', None),  # a string cut mid-way is not the model's value
-        ('b"', ")]"),
-        (", b=Tr", None),
-        ("ue", ")]"),
-        (")", "]"),
-        ("]", ""),
+        ('b"', '[f(n=12, s="ab")]'),
+        (", ", '[f(n=12, s="ab")]'),
+        ("b=Tr", None),
+        ("ue", '[f(n=12, s="ab", b=True)]'),
+        (")", '[f(n=12, s="ab", b=True)]'),
+        ("]", '[f(n=12, s="ab", b=True)]'),
     ]
-    for text, closing in steps:
-        closer.feed(text)
-        assert closer.closing() == closing, text
+    for piece, answer in steps:
+        closer.feed(piece)
+        text += piece
+        ending = closer.ending()
+        assert (None if ending is None else text[: ending[0]] + ending[1]) == answer, text
+
+
+def test_a_call_list_ends_after_its_last_complete_call() -> None:
+    tools = normalize_tools([{"name": "g", "parameters": {"type": "object", "properties": {}}}])
+    closer = Closer(tools, ToolChoice("required"))
+    for piece, ending in [("[g(", (3, ")]")), (")", (4, "]")), (", ", (4, "]")), ("g", None)]:
+        closer.feed(piece)
+        assert closer.ending() == ending, piece
