@@ -244,7 +244,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
         calls = tool_calls(response.message)
         if not calls and error_on_no_tool_call:
             raw = response.raw if isinstance(response.raw, Mapping) else {}
-            if raw.get("finish_reason") == "length":
+            if raw.get("finish_reason") == "length" and not raw.get("closed_early"):
                 raise TruncatedOutputError(int(raw.get("usage", {}).get("completion_tokens", 0)))
             invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
             problems = "; ".join(str(call.get("error")) for call in invalid)
