@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 from bfcl_data import CATEGORIES, load_entries
 from reliability._hooks import DTYPE, steer
 from toolace_integrations.core import chat
+from toolace_integrations.core.budget import budget_closer
 from toolace_integrations.core.chat import ChatTurn
 from toolace_integrations.core.generation import SamplingParams
 from toolace_integrations.errors import NoToolCallError, TruncatedOutputError
@@ -347,3 +348,28 @@ def test_a_batch_of_forced_calls_is_closed_row_by_row(
         assert all(call["args"] == {"city": "a", "unit": "c"} for call in message.tool_calls)
         assert message.response_metadata["finish_reason"] == "length"
         assert message.response_metadata["closed_early"] is True
+
+
+@pytest.mark.parametrize("script", [RUNAWAY, LOOP, LONG], ids=["runaway-call", "loop", "long"])
+def test_replaying_the_models_tokens_gives_the_engines_answer(
+    tiny_model_path: str, engine: TransformersEngine, script: str
+) -> None:
+    """What the remote backend does with a server's tokens is what the engine does with its own."""
+    tools = normalize_tools([WEATHER])
+    ids = engine.tokenizer(script, add_special_tokens=False)["input_ids"]
+    closed = 0
+    for budget in (16, 24, 31, 40):
+        request = chat.build_request(
+            [Message("user", "Weather?")], tools, tool_choice=ToolChoice("required"),
+            sampling=SamplingParams(budget),
+        )  # fmt: skip
+        with steer(engine, script):
+            turn = chat.run_chat(engine, request)
+        closer = budget_closer(engine.tokenizer, request)
+        assert closer is not None
+        end = closer.replay(ids[:budget], budget)
+        assert closer.closed_early is turn.closed_early, budget
+        if end is not None:
+            assert (closer.answer, end) == (turn.text, turn.completion_tokens)
+        closed += turn.closed_early
+    assert closed if script != LONG else not closed  # a cut value is never closed

@@ -50,6 +50,7 @@ from toolace_integrations.remote.request import (
     completion_body,
     completion_result,
     open_completion,
+    replay,
 )
 
 __all__ = [
@@ -268,13 +269,13 @@ class RemoteBackend:
                 with self._open(body, attempt) as response:
                     for delta in answer.read(response.iter_lines(), cancelled):
                         # Where the local engine would end the answer early, stop reading.
-                        end = self._replay(closer, answer, body)
+                        end = replay(closer, answer, body["max_tokens"])
                         if live and end in (None, len(answer.token_ids)):
                             shown = True
                             yield StreamEvent(delta)
                         if end is not None:
                             break
-                    self._replay(closer, answer, body)  # tokens that came without text
+                    replay(closer, answer, body["max_tokens"])  # tokens that came without text
                 break
             except RemoteError as failure:
                 if shown or not self._retryable(failure, attempt):
@@ -304,7 +305,7 @@ class RemoteBackend:
         results = []
         for request, answer, ids in zip(requests, answers, prompts, strict=True):
             closer = self._closer(request)
-            self._replay(closer, answer, body)
+            replay(closer, answer, body["max_tokens"])
             results.append(self._result(answer, ids, closer))
         for request, result in zip(requests, results, strict=True):
             self._check_grammar(request, result)
@@ -351,11 +352,6 @@ class RemoteBackend:
         if self._grammar(request) is None:
             return None
         return budget_closer(self._encoder().tokenizer, request)
-
-    @staticmethod
-    def _replay(closer: BudgetCloser | None, answer: Answer, body: Mapping[str, Any]) -> int | None:
-        """Feed ``closer`` the answer's tokens; how many the local engine would have written."""
-        return None if closer is None else closer.replay(answer.token_ids, body["max_tokens"])
 
     def _result(
         self, answer: Answer, ids: Sequence[int], closer: BudgetCloser | None = None

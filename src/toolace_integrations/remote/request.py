@@ -21,7 +21,7 @@ from toolace_integrations.remote.answer import (
     sent_in_clear,
 )
 
-__all__ = ["api_key_for", "completion_body", "completion_result", "open_completion"]
+__all__ = ["api_key_for", "completion_body", "completion_result", "open_completion", "replay"]
 
 
 def api_key_for(base_url: str, api_key: str | None) -> str | None:
@@ -135,3 +135,12 @@ def completion_result(
         completion_tokens = len(tokenize(answer.text))
     finish: FinishReason = "length" if answer.finish == "length" and not answer.stopped else "stop"
     return GenerationResult(answer.text, finish, prompt_tokens, completion_tokens)
+
+
+def replay(closer: BudgetCloser | None, answer: Answer, max_tokens: int) -> int | None:
+    """Feed ``closer`` the answer's tokens so far; where the local engine would end it early.
+
+    Returns how many tokens the engine would have generated when it ends the answer early,
+    else ``None`` (see :meth:`~toolace_integrations.core.budget.BudgetCloser.replay`).
+    """
+    return None if closer is None else closer.replay(answer.token_ids, max_tokens)
