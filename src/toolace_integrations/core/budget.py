@@ -105,7 +105,7 @@ class BudgetCloser:
         return self.fed if self.answer is not None else None
 
 
-def _closing_ids(tokenizer: Any, text: str) -> list[int]:
+def _step_ids(tokenizer: Any, text: str) -> list[int]:
     """The token ids of ``text`` (a step of a call, sized for the margin), encoded alone."""
     return list(tokenizer.encode(text, add_special_tokens=False))
 
@@ -126,4 +126,4 @@ def _margin(tokenizer: Any, tools: Sequence[FunctionSpec], choice: ToolChoice) -
         if choice.parallel:
             values = ", ".join(f'{name}=""' for name, _, required in arguments if required)
             steps.append(f", {tool.name}({values})")
-    return max((len(_closing_ids(tokenizer, step)) for step in steps), default=0) + 4
+    return max((len(_step_ids(tokenizer, step)) for step in steps), default=0) + 4
