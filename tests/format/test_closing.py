@@ -9,6 +9,7 @@ exactly the values the full answer holds (some optional arguments or later calls
 
 from __future__ import annotations
 
+import doctest
 from typing import Any
 
 import pytest
@@ -207,3 +208,9 @@ def test_a_call_list_ends_after_its_last_complete_call() -> None:
     for piece, ending in [("[g(", (3, ")]")), (")", (4, "]")), (", ", (4, "]")), ("g", None)]:
         closer.feed(piece)
         assert closer.ending() == ending, piece
+
+
+def test_docstring_example() -> None:
+    from toolace_integrations.format import closing
+
+    assert doctest.testmod(closing, raise_on_error=True).attempted > 0
