@@ -20,13 +20,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from toolace_integrations.core import chat
+from toolace_integrations.core.budget import BudgetCloser
 from toolace_integrations.core.generation import GenerationRequest, GenerationResult, StreamEvent
-from toolace_integrations.format.tools import FunctionSpec, ToolChoice
-from toolace_integrations.local.budget import _Row
+from toolace_integrations.format.tools import FunctionSpec, ToolChoice, normalize_tools
 from toolace_integrations.testing import make_tiny_toolace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from bfcl_sets import tool_sets  # noqa: E402
+from bfcl_data import load_entries  # noqa: E402
 
 TOOLS = (FunctionSpec("get_weather", "", {"type": "object", "properties": {"city": {}}}),)
 
@@ -86,18 +86,20 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(make_tiny_toolace(tempfile.mkdtemp()))
-    tools = [tool for _, _, found in tool_sets(20) for tool in found][:60]
-    if not tools:
+    try:
+        entries = load_entries()
+    except (ImportError, FileNotFoundError):
         print("budget closer: bfcl-eval is not installed")
         return
+    tools = list({t.name: t for e in entries for t in normalize_tools(e.functions)}.values())[:60]
     call = f"[{tools[0].name}(" + ", ".join(f"{k}=0" for k in tools[0].required) + ")]"
     ids = tokenizer.encode(call, add_special_tokens=False)
     for count in (1, 60):
-        row = _Row(tokenizer, tools[:count], ToolChoice("required"))
+        closer = BudgetCloser(tokenizer, tools[:count], ToolChoice("required"))
         started = time.perf_counter()
         for token in ids:
-            row.next_token(10**6)  # far from the budget: the closing is computed, not forced
-            row.feed(token)
+            closer.feed(token)
+            closer.closer.ending()  # where it could end: asked after every token near the budget
         per_token = (time.perf_counter() - started) / len(ids) * 1e3
         print(f"budget closer, {count} tools: {per_token:.3f} ms/token")
 

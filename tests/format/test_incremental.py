@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolace_integrations.format.closing import Closer
 from toolace_integrations.format.incremental import CallDelta, CallStream
 from toolace_integrations.format.parsing import ParsedOutput, format_tool_calls, parse_tool_calls
 from toolace_integrations.format.partial_json import breaking_suffix
@@ -195,49 +194,6 @@ def test_breaking_suffix_makes_langchain_read_an_invalid_call(prefix: str) -> No
     from langchain_core.utils.json import parse_partial_json
 
     assert not isinstance(parse_partial_json(prefix + breaking_suffix(prefix)), dict)
-
-
-@st.composite
-def _grammar_answer(draw: st.DrawFn) -> tuple[str, ToolChoice]:
-    calls = draw(_calls())
-    choice = draw(st.sampled_from(["required", "named", "single"]))
-    if choice == "named":
-        name, schema = calls[0][0], dict(_SPECS[calls[0][0]].parameters)
-        calls = [(name, draw(_arguments(schema))) for _ in calls]
-        return format_tool_calls(calls), ToolChoice("named", name=name)
-    if choice == "single":
-        return format_tool_calls(calls[:1]), ToolChoice("required", parallel=False)
-    return format_tool_calls(calls), ToolChoice("required")
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_grammar_answer())
-def test_every_prefix_plus_its_closing_is_a_valid_answer(case: tuple[str, ToolChoice]) -> None:
-    text, choice = case
-    closer = Closer(TOOLS, choice)
-    for position in range(len(text) + 1):
-        closing = closer.closing()
-        assert closing is not None, text[:position]
-        out = parse_tool_calls(text[:position] + closing, TOOLS)
-        assert out.calls and not out.invalid and not out.content, (text[:position], closing)
-        if choice.mode == "named":
-            assert {call.name for call in out.calls} == {choice.name}
-        if not choice.parallel:
-            assert len(out.calls) == 1
-        if position < len(text):
-            closer.feed(text[position])
-    assert closer.closing() == ""
-
-
-def test_closing_adds_the_missing_required_arguments() -> None:
-    closer = Closer(TOOLS, ToolChoice("named", name="finance.npv"))
-    assert closer.closing() == "[finance.npv(rate=0, cash_flows=[0, 0])]"
-    closer.feed("[finance.npv(rate=1.")
-    assert closer.closing() == "0, cash_flows=[0, 0])]"
-    closer.feed("5, cash_flows=[7")
-    assert closer.closing() == ", 0])]"
-    closer.feed(', 8], point={"x')
-    assert closer.closing() == '": 0, "y": 0})]'
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

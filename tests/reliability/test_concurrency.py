@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytest
 from _hooks import DTYPE, ForwardCounter, lock_free, never_stop, slow_forwards
@@ -81,8 +81,19 @@ def _counts(usage: Any) -> tuple[int, int]:
 
 
 def _sequential(callers: list[tuple[Any, str]], *, streamed: bool = False) -> list[Any]:
-    """The callers' answers one after another; the free-text ones must all differ."""
-    reference = [_signature(r.invoke(prompt), streamed=streamed) for r, prompt in callers]
+    """The callers' answers one after another (streamed, summed), the free-text ones distinct.
+
+    Streams are compared with streams: a cut call streamed carries its argument JSON so far,
+    not its text.
+    """
+
+    def answer(runnable: Any, prompt: str) -> AIMessage:
+        if not streamed:
+            return cast(AIMessage, runnable.invoke(prompt))
+        chunks = list(runnable.stream(prompt))
+        return cast(AIMessage, sum(chunks[1:], chunks[0]))
+
+    reference = [_signature(answer(r, prompt), streamed=streamed) for r, prompt in callers]
     free = [repr(s) for s in reference if not s[1] and not s[2]]
     assert len(set(free)) == len(callers) // 2, "the prompts must give distinct answers"
     return reference

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from _hooks import DTYPE
 
+from toolace_integrations.core.budget import BudgetCloser
 from toolace_integrations.core.encoding import PromptEncoder, load_tokenizer
 from toolace_integrations.format.parsing import ToolCall
 from toolace_integrations.format.prompt import Message, render_messages
 from toolace_integrations.format.tools import ToolChoice, normalize_tools
 from toolace_integrations.langchain import ChatToolACE
-from toolace_integrations.local.budget import CallCloser
 from toolace_integrations.local.engine import TransformersEngine
 from toolace_integrations.testing import checkpoints
 
@@ -69,15 +69,15 @@ def _special_ids(tokenizer: Any) -> set[int]:
 
 
 def _closer_work(tokenizer: Any) -> Callable[[], Any]:
-    """What the budget closer does for a forced row: size its margin, plan the closing tokens."""
+    """What the budget closer does for a forced row: size its margin, read tokens, decide."""
     tools = normalize_tools([WEATHER])
     opening = tokenizer("[get_weather(city=", add_special_tokens=False)["input_ids"]
 
-    def close() -> int | None:
-        closer = CallCloser(tokenizer, tools, ToolChoice("required"))
+    def close() -> bool:
+        closer = BudgetCloser(tokenizer, tools, ToolChoice("required"))
         for token in opening:
             closer.feed(token)
-        return closer.next_token(1)
+        return closer.should_end(1)
 
     return close
 
@@ -123,7 +123,7 @@ def test_hostile_content_stays_text_while_the_closer_and_template_encoder_run(
 
         return run
 
-    closings: list[int | None] = []
+    closings: list[bool] = []
     templates: list[list[int]] = []
     attackers = [threading.Thread(target=attack(HOSTILE_PROMPTS // 2)) for _ in range(2)]
     others = [
@@ -143,14 +143,14 @@ def test_hostile_content_stays_text_while_the_closer_and_template_encoder_run(
         f"{len(forged)} of {HOSTILE_PROMPTS} hostile prompts got control tokens (the first after "
         f"{min(forged, default=0)}); {garbled} of {len(templates)} template prompts garbled"
     )
-    assert closings and None not in closings  # the closer really planned closing tokens
+    assert closings  # the closer really ran beside the encoders
 
 
 FORK_SCRIPT = """
 import os, signal, sys, threading
 from toolace_integrations.core.encoding import PromptEncoder, load_tokenizer
 from toolace_integrations.format.tools import ToolChoice, normalize_tools
-from toolace_integrations.local.budget import CallCloser
+from toolace_integrations.core.budget import BudgetCloser
 
 tokenizer = load_tokenizer(sys.argv[1])
 prompts = PromptEncoder(tokenizer)
@@ -163,8 +163,8 @@ expected = (prompts.encode(hostile), template.encode(plain))
 stop = threading.Event()
 
 def encode_all():
-    return prompts.encode(hostile), template.encode(plain), CallCloser(tokenizer, tools,
-        ToolChoice("required")).next_token(1)
+    return prompts.encode(hostile), template.encode(plain), BudgetCloser(tokenizer, tools,
+        ToolChoice("required")).should_end(1)
 
 def busy():
     while not stop.is_set():

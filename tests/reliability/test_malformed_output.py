@@ -6,6 +6,7 @@ those are made by steering the real model (a logits hook writes a fixed answer t
 with ``constrained_decoding=False``; the tokenizer, ``generate``, decoding and parsing are real.
 """
 
+import json
 from typing import Any, Literal
 
 import pytest
@@ -16,7 +17,7 @@ from langchain_core.tools import tool
 from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.tools import FunctionTool
 
-from toolace_integrations.errors import NoToolCallError
+from toolace_integrations.errors import NoToolCallError, TruncatedOutputError
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
 from toolace_integrations.local.engine import TransformersEngine
@@ -76,8 +77,12 @@ def _check_cut(
         assert calls == ["get_weather"] and not invalid
         return
     [(text, error)] = invalid
+    if error is None and text.startswith("{"):  # a LangChain stream: no error text (documented)
+        city = full.split('"')[1]  # its argument JSON so far, then a suffix that breaks it
+        assert any(json.dumps({"city": city}).startswith(text[:cut]) for cut in (-1, -2)), text
+        return
     assert text and text in full, (text, full)  # the partial call as the model wrote it
-    if error is not None:  # LangChain streams cannot carry the error text (documented)
+    if error is not None:
         assert TRUNCATED in error, error
 
 
@@ -107,8 +112,8 @@ def test_langchain_call_cut_at_every_length(
         assert (used <= limit) if closed else (used == limit)
         seen_invalid += bool(invalid)
         seen_closed += closed
-    # Each cut is a truncated call, or (budget permitting) a call the engine closed early.
-    assert seen_invalid + seen_closed >= len(limits) - 1 and seen_closed
+    # Each cut is a truncated call, or a call the engine closed early where nothing was cut.
+    assert seen_invalid + seen_closed >= len(limits) - 1
     assert lock_free(engine)
 
 
@@ -129,7 +134,11 @@ def test_llama_index_call_cut_at_every_length(
             response = streamed[-1]
         extra = response.message.additional_kwargs
         invalid = [(c["text"], c["error"]) for c in extra.get("invalid_tool_calls", [])]
-        calls = [c.tool_name for c in li.get_tool_calls_from_response(response, False)]
+        try:
+            calls = [c.tool_name for c in li.get_tool_calls_from_response(response, False)]
+        except TruncatedOutputError:  # a cut call is an error even to a lenient caller
+            assert invalid
+            calls = []
         _check_cut(
             response.raw["finish_reason"], response.message.content or "", calls, invalid, full
         )
@@ -141,7 +150,7 @@ def test_llama_index_call_cut_at_every_length(
             seen_invalid += 1
             with pytest.raises(NoToolCallError, match=r"cut at \d+ tokens.*Raise max_tokens"):
                 li.get_tool_calls_from_response(response)
-    assert seen_invalid + seen_closed >= len(limits) - 1 and seen_closed
+    assert seen_invalid + seen_closed >= len(limits) - 1
 
 
 # (answer the model is steered to write, valid call names, [(invalid call name, error part)])

@@ -2,7 +2,8 @@
 
 :mod:`.generation` holds the records and the ``Backend`` protocol, :mod:`.chat` turns a
 conversation into a request and a result into a turn, :mod:`.encoding` turns prompts into token
-ids, :mod:`.scheduling` decides who runs when, :mod:`.forking` resets state in a forked child.
+ids, :mod:`.scheduling` decides who runs when, :mod:`.budget` where a forced answer ends early
+near ``max_tokens`` (for both backends), :mod:`.forking` resets state in a forked child.
 It imports only :mod:`toolace_integrations.format` and :mod:`toolace_integrations.errors`, and
 never torch.
 """

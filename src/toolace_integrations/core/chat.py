@@ -48,7 +48,8 @@ class ChatTurn:
         completion_tokens: Tokens generated.
         model_name: The model id or path.
         cached_prompt_tokens: Prompt tokens served from a cache of earlier prompts.
-        closed_early: The token budget ran short and the engine closed the forced calls.
+        closed_early: Near ``max_new_tokens`` the forced call list was ended early where nothing
+            was cut or invented: ``text`` is the model's text up to there plus ``)]`` or ``]``.
     """
 
     parsed: ParsedOutput

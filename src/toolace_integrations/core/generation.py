@@ -144,7 +144,7 @@ class GenerationResult:
     prompt_tokens: int
     completion_tokens: int
     cached_prompt_tokens: int = 0
-    closed_early: bool = False  # the budget ran short and the engine closed the forced calls
+    closed_early: bool = False  # ended early near the budget, honestly (see core.budget)
 
 
 @dataclass(frozen=True)

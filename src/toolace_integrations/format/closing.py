@@ -1,378 +1,212 @@
-"""The shortest text that closes a grammar-constrained call list, tracked as it is written.
+"""Where a grammar-constrained call list may honestly end early, and the text that ends it.
 
-:class:`Closer` reads the answer one character at a time, following the call grammar of
-:mod:`toolace_integrations.local.grammar` (``[name(arg=value, ...), ...]``, arguments in schema
-order, values spelled as the grammar spells them), and can say at any point which shortest text
-turns what is written into a complete answer the grammar accepts: the open string, number, list,
-dict, call and call list closed, and every required argument or key still missing given the shortest
-value of its schema. The budget logits processor forces that text when tokens run out.
+:class:`Closer` reads a forced answer (``[name(arg=value, ...), ...]``, as the tool-call grammar
+of :mod:`toolace_integrations.format.grammar_text` writes it) one character at a time and tells,
+at each point, where the answer can end with nothing cut or invented: right after a complete
+call, or right after a complete argument value once every required argument of the open call is
+written. The closing then only closes the call and the list (``)]`` or ``]``) and drops the
+separators the model wrote after that point; it never writes a value. Where no such point is
+left (a value is being written), :meth:`Closer.ending` is ``None``: an answer cut there is a
+truncated answer, not one to finish.
 
 Notes:
-    Text outside the grammar's form (prose, other spacing, ``'`` quotes) and unions whose
-    branches start alike (two object schemas in one ``anyOf``) end the tracking:
-    :meth:`Closer.closing` then returns ``None``. Pure: no torch, no xgrammar.
+    Argument names, order and required flags come from
+    :func:`~toolace_integrations.format.grammar_text.call_arguments`, the grammar's own reading of
+    the tools. Values are only scanned for where they end (strings, brackets), so unions,
+    ``$ref``s and bounds need no second reading of schemas. A bare number is complete only once a
+    ``,`` or ``)`` follows it (``1`` may become ``12``); ``True``, ``False`` and ``None`` are
+    complete as written. Text the grammar would not produce ends the tracking. Pure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from toolace_integrations.format.grammar_text import _ANY_DEPTH
-from toolace_integrations.format.schema_values import Kind, Schemas, entry_head
+from toolace_integrations.format.grammar_text import call_arguments
+from toolace_integrations.format.schema import to_json_schema
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
-_NUMBER_CHARS = frozenset("0123456789.eE+-")
-_SCALAR_LITERALS = ("True", "False", "None")
+__all__ = ["Closer"]
 
-
-@dataclass
-class _Frame:
-    """One open construct: a call list, a call name, arguments, or a value."""
-
-    kind: str  # list, name, args, object, map, array, string, number, lit, value
-    spec: Any = None  # Kind of a value, the FunctionSpec of args, candidates of a name
-    state: str = "start"
-    text: str = ""  # name/literal/number/entry-head text written so far
-    last: int = -1  # index of the last complete entry (object, args)
-    count: int = 0  # complete items (array)
-    extra: dict[str, Any] = field(default_factory=dict)
+_COMPLETE_WORDS = frozenset({"True", "False", "None"})
 
 
 class Closer:
-    """Follows a grammar-constrained answer and knows its shortest closing text.
+    """Follows a forced call list and knows where it may end early, and how.
 
     Args:
         tools: The bound tools.
         choice: The tool choice the grammar enforces (``required``/``named``: calls only).
+
+    Example:
+        >>> from toolace_integrations.format.tools import normalize_tools
+        >>> tools = normalize_tools([{"name": "f", "parameters": {"type": "object",
+        ...     "properties": {"a": {"type": "string"}, "n": {"type": "integer"}},
+        ...     "required": ["a"]}}])
+        >>> closer = Closer(tools, ToolChoice("required"))
+        >>> closer.feed('[f(a="x')
+        >>> closer.ending() is None  # the value of a may go on
+        True
+        >>> closer.feed('", n=12')
+        >>> closer.ending() is None  # so may 12
+        True
+        >>> closer.feed(',')  # it is complete: end as '[f(a="x", n=12' + ')]'
+        >>> closer.ending()
+        (14, ')]')
     """
 
     def __init__(self, tools: Sequence[FunctionSpec], choice: ToolChoice) -> None:
-        self._schemas = Schemas()
-        named = [t for t in tools if choice.mode != "named" or t.name == choice.name]
-        self._args = {t.name: self._schemas.kind(t.parameters, t.parameters) for t in named}
+        self._arguments = {
+            tool.name: [(name, required) for name, _, required in call_arguments(schema)]
+            for tool in tools
+            if choice.mode != "named" or tool.name == choice.name
+            for schema in [to_json_schema(tool.parameters)]
+        }
         self._parallel = choice.parallel
-        self._stack: list[_Frame] = []
-        self._started = False
-        self._done = False
-        self._lost = not named
+        self._phase = "start" if self._arguments else "lost"
+        self._name = ""  # the call name written so far (phase "name")
+        self._entries: list[tuple[str, bool]] = []  # the open call's arguments
+        self._last = -1  # index of the open call's last argument written (or being written)
+        self._head = ""  # the argument name written so far (phase "head")
+        self._brackets = 0  # open brackets inside the value being written
+        self._in_string = False
+        self._escaped = False
+        self._bare = ""  # an unquoted scalar value at the argument's top level
+        self._length = 0  # characters read
+        self._calls = 0  # complete calls
+
+    @property
+    def done(self) -> bool:
+        """Whether the call list is complete (its ``]`` was read)."""
+        return self._phase == "done"
 
     def feed(self, text: str) -> None:
         """Read more of the answer."""
         for char in text:
-            if self._lost:
+            if self._phase == "lost":
                 return
-            self._char(char)
+            self._length += 1
+            if not self._read(char):
+                self._phase = "lost"
 
-    def closing(self) -> str | None:
-        """The shortest text completing the answer, or ``None`` when it cannot be told."""
-        if self._lost:
+    def ending(self) -> tuple[int, str] | None:
+        """Where and how the answer read so far may end: ``text[:at] + closing``, or ``None``.
+
+        The end is the last point where a call or an argument value was complete, with only
+        separators the model wrote after it (``,``, ``, ``: a number is known complete once
+        one follows it) dropped; the closing is ``"]"`` after a call, ``")]"`` after an
+        argument value or an open call's ``(`` once no required argument is missing, ``""``
+        when the list is complete. ``None`` where ending here would cut or invent.
+        """
+        phase, at = self._phase, self._length
+        if phase == "done":
+            return at, ""
+        if phase in ("between", "call-comma") or (phase == "name" and self._calls):
+            back = {"between": 0, "call-comma": 1}.get(phase, 2)
+            return (at - back, "]") if phase != "name" or not self._name else None
+        if self._missing():
             return None
-        if not self._started:
-            call = self.shortest_call("")
-            return None if call is None else "[" + call + "]"
-        parts = []
-        for depth in range(len(self._stack) - 1, -1, -1):
-            piece = self._close(self._stack[depth], depth == len(self._stack) - 1)
-            if piece is None:
-                return None
-            parts.append(piece)
-        return "".join(parts)
+        if phase in ("open", "after") or (phase == "value" and self._bare in _COMPLETE_WORDS):
+            return at, ")]"
+        if phase == "comma" or (phase == "head" and not self._head):
+            return at - (1 if phase == "comma" else 2), ")]"
+        return None
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _char(self, c: str) -> None:
-        if self._done or (not self._started and c != "["):
-            self._lost = True  # nothing may follow the closing "]" or precede the "["
-        elif not self._started:
-            self._started = True
-            self._stack.append(_Frame("list"))
-        elif not self._read(self._stack[-1], c):
-            self._lost = True
+    def _missing(self) -> bool:
+        """Whether a required argument after the last one written is still to come."""
+        return any(required for _, required in self._entries[self._last + 1 :])
 
-    def _read(self, f: _Frame, c: str) -> bool:
-        reader = getattr(self, f"_read_{f.kind}")
-        return bool(reader(f, c))
+    def _read(self, c: str) -> bool:
+        phase = self._phase
+        if phase == "start":
+            self._phase, self._name = "name", ""
+            return c == "["
+        if phase == "name":
+            return self._read_name(c)
+        if phase == "open":  # right after the call's "("
+            if c == ")":
+                return self._end_call()
+            self._phase, self._head = "head", ""
+            return self._read_head(c)
+        if phase == "head":
+            return self._read_head(c)
+        if phase == "value":
+            return self._read_value(c)
+        if phase == "after":  # a value ended: another argument or the call's end
+            return self._after_value(c)
+        if phase == "comma":
+            self._phase, self._head = "head", ""
+            return c == " "
+        if phase == "between":  # after a call: another one or the list's end
+            if c == "]":
+                self._phase = "done"
+                return True
+            self._phase = "call-comma"
+            return c == "," and self._parallel
+        if phase == "call-comma":
+            self._phase, self._name = "name", ""
+            return c == " "
+        return False  # nothing follows the list's "]"
 
-    def _pop(self, c: str | None) -> bool:
-        """Close the top frame; its parent reads ``c`` (if any) after the finished child."""
-        self._stack.pop()
-        parent = self._stack[-1]
-        if parent.kind == "array":
-            parent.state, parent.count = "after", parent.count + 1
-        elif parent.kind == "map" and parent.state == "key":
-            parent.state, parent.text = "colon", ""
-        else:
-            parent.state = "after"
-        return True if c is None else self._read(parent, c)
+    def _read_name(self, c: str) -> bool:
+        self._name += c
+        if c == "(" and self._name[:-1] in self._arguments:
+            self._entries = self._arguments[self._name[:-1]]
+            self._phase, self._last = "open", -1
+            return True
+        return any((name + "(").startswith(self._name) for name in self._arguments)
 
-    def _read_list(self, f: _Frame, c: str) -> bool:
-        if f.state in ("start", "sep"):
-            frame = _Frame("name")
-            self._stack.append(frame)
-            return self._read_name(frame, c)
-        if f.state == "after" and c == "]":
-            self._stack.pop()
-            self._done = True
+    def _read_head(self, c: str) -> bool:
+        if c != "=":
+            self._head += c
             return True
-        if f.state == "after" and c == "," and self._parallel:
-            f.state = "comma"
-            return True
-        if f.state == "comma" and c == " ":
-            f.state = "sep"
-            return True
+        for index in range(self._last + 1, len(self._entries)):
+            name, required = self._entries[index]
+            if name == self._head:
+                self._last, self._phase = index, "value"
+                self._brackets, self._in_string, self._escaped, self._bare = 0, False, False, ""
+                return True
+            if required:  # the grammar never skips a required argument
+                return False
         return False
 
-    def _read_name(self, f: _Frame, c: str) -> bool:
-        f.text += c
-        if not any((name + "(").startswith(f.text) for name in self._args):
-            return False
-        if f.text[:-1] in self._args and f.text.endswith("("):
-            self._stack[-1] = _Frame("args", spec=self._args[f.text[:-1]])
+    def _read_value(self, c: str) -> bool:
+        if self._in_string:
+            if self._escaped:
+                self._escaped = False
+            elif c == "\\":
+                self._escaped = True
+            elif c == '"':
+                self._in_string = False
+                if not self._brackets:
+                    self._phase = "after"
+            return True
+        if c == '"' and not self._bare:
+            self._in_string = True
+        elif c in "[{" and not self._bare:
+            self._brackets += 1
+        elif c in "]}" and self._brackets:
+            self._brackets -= 1
+            if not self._brackets:
+                self._phase = "after"
+        elif self._brackets:
+            pass  # inside a list or dict: only strings and brackets matter
+        elif c in ",)" and self._bare:
+            return self._after_value(c)
+        else:
+            self._bare += c
         return True
 
-    def _read_args(self, f: _Frame, c: str) -> bool:
-        return self._read_entries(f, c, args=True)
-
-    def _read_object(self, f: _Frame, c: str) -> bool:
-        return self._read_entries(f, c, args=False)
-
-    def _heads(self, f: _Frame, args: bool) -> list[tuple[int, str]]:
-        """Entries allowed after entry ``f.last``, with the text each starts with."""
-        heads = []
-        for index in range(f.last + 1, len(f.spec.entries)):
-            key, _, required = f.spec.entries[index]
-            heads.append((index, entry_head(key, args)))
-            if required:
-                break
-        return heads
-
-    def _read_entries(self, f: _Frame, c: str, *, args: bool) -> bool:
-        if f.state in ("start", "after") and c == (")" if args else "}"):
-            if any(required for _, _, required in f.spec.entries[f.last + 1 :]):
-                return False
-            if not args:
-                return self._pop(None)
-            self._stack.pop()
-            self._stack[-1].state = "after"
+    def _after_value(self, c: str) -> bool:
+        if c == ",":
+            self._phase = "comma"
             return True
-        if f.state == "after" and c == ",":
-            f.state, f.text = "comma", ""
-            return True
-        if f.state == "comma":
-            f.state = "head"
-            return c == " "
-        if f.state in ("start", "head"):
-            f.text += c
-            heads = [(i, h) for i, h in self._heads(f, args) if h.startswith(f.text)]
-            f.state = "head"
-            for index, head in heads:
-                if head == f.text:
-                    f.state, f.last = "value", index
-            return bool(heads)
-        if f.state == "value":
-            return self._open_value(self._schemas.resolve(f.spec.entries[f.last][1]), c)
-        return False
+        return c == ")" and self._end_call()
 
-    def _open_value(self, kind: Kind, c: str) -> bool:
-        if kind.kind == "union":
-            fits = [k for k in map(self._schemas.resolve, kind.branches) if _starts(k, c)]
-            if len(fits) != 1:
-                return False
-            kind = fits[0]
-        if kind.kind == "any":
-            found = _any_kind(kind.depth, c)
-            if found is None:
-                return False
-            kind = found
-        if not _starts(kind, c):
+    def _end_call(self) -> bool:
+        if self._missing():
             return False
-        frame = _Frame(kind.kind, spec=kind)
-        self._stack.append(frame)
-        return self._read(frame, c) if kind.kind in ("lit", "number") else True
-
-    def _read_lit(self, f: _Frame, c: str) -> bool:
-        if any(lit.startswith(f.text + c) for lit in f.spec.literals):
-            f.text += c
-            return True
-        return f.text in f.spec.literals and self._pop(c)
-
-    def _read_number(self, f: _Frame, c: str) -> bool:
-        if c in _NUMBER_CHARS and (c not in "+-" or not f.text or f.text[-1] in "eE"):
-            f.text += c
-            return True
-        return bool(f.text) and f.text[-1].isdigit() and self._pop(c)
-
-    def _read_string(self, f: _Frame, c: str) -> bool:
-        escape = f.extra.get("escape")
-        if escape is not None:
-            escape += c
-            done = not escape.startswith("u") or len(escape) == 5
-            f.extra["escape"] = None if done else escape
-            return True
-        if c == "\\":
-            f.extra["escape"] = ""
-            return True
-        if c == '"':
-            return self._pop(None)
-        return ord(c) >= 0x20
-
-    def _read_array(self, f: _Frame, c: str) -> bool:
-        if f.state in ("start", "after") and c == "]":
-            return f.count >= f.spec.lo and self._pop(None)
-        if f.state == "after" and c == ",":
-            f.state = "comma"
-            return True
-        if f.state == "comma":
-            f.state = "item"
-            return c == " "
-        if f.state in ("start", "item"):
-            f.state = "value"
-            return self._open_value(self._schemas.resolve(f.spec.items, f.spec.depth + 1), c)
-        return False
-
-    def _read_map(self, f: _Frame, c: str) -> bool:
-        if f.state in ("start", "after") and c == "}":
-            return self._pop(None)
-        if f.state == "after" and c == ",":
-            f.state = "comma"
-            return True
-        if f.state == "comma":
-            f.state = "member"
-            return c == " "
-        if f.state in ("start", "member") and c == '"':
-            f.state = "key"
-            self._stack.append(_Frame("string", spec=Kind("string")))
-            return True
-        if f.state == "colon":
-            f.text += c
-            if f.text == ": ":
-                f.state = "value"
-            return ": ".startswith(f.text)
-        if f.state == "value":
-            return self._open_value(self._schemas.resolve(f.spec.items, f.spec.depth), c)
-        return False
-
-    # -- closing ---------------------------------------------------------------------------
-
-    def shortest_call(self, prefix: str) -> str | None:
-        """The shortest rest of a call whose text so far is ``prefix`` (``""``: any call)."""
-        best: str | None = None
-        for name, kind in self._args.items():
-            if not (name + "(").startswith(prefix):
-                continue
-            args = self._schemas.required_after(kind, -1, args=True)
-            if args is not None:
-                call = name[len(prefix) :] + "(" + ", ".join(args) + ")"
-                best = call if best is None or len(call) < len(best) else best
-        return best
-
-    def _close(self, f: _Frame, top: bool) -> str | None:
-        s = self._schemas
-        if f.kind == "list":
-            call = "" if f.state == "after" or not top else self.shortest_call("")
-            lead = " " if f.state == "comma" else ""
-            return None if call is None else lead + call + "]"
-        if f.kind == "name":
-            return self.shortest_call(f.text)
-        if f.kind in ("args", "object"):
-            return self._close_entries(f, top)
-        if f.kind == "string":
-            escape = f.extra.get("escape")
-            if escape is None:
-                return '"'
-            return "\\" + '"' if escape == "" else "0" * (5 - len(escape)) + '"'
-        if f.kind == "number":
-            return "0" if not f.text or f.text[-1] in "-+.eE" else ""
-        if f.kind == "lit":
-            fits = [lit for lit in f.spec.literals if lit.startswith(f.text)]
-            return min(fits, key=len)[len(f.text) :] if fits else None
-        if f.kind == "array":
-            return self._close_array(f)
-        inner = s.shortest(s.resolve(f.spec.items, f.spec.depth))  # a map
-        if inner is None:
-            return None
-        if f.state in ("comma", "member"):
-            return (" " if f.state == "comma" else "") + '"": ' + inner + "}"
-        if f.state in ("key", "colon"):  # after the key string closes: ": " and a value
-            return ": "[len(f.text) if f.state == "colon" else 0 :] + inner + "}"
-        return (inner if f.state == "value" and top else "") + "}"
-
-    def _close_array(self, f: _Frame) -> str | None:
-        if f.state == "start" and f.spec.lo == 0:
-            return "]"
-        item = self._schemas.shortest(self._schemas.resolve(f.spec.items, f.spec.depth + 1))
-        if item is None:
-            return None
-        done = f.count + (1 if f.state == "value" else 0)
-        missing = max(f.spec.lo - done, 0)
-        if f.state in ("start", "item", "comma"):
-            lead = " " if f.state == "comma" else ""
-            return lead + ", ".join([item] * max(missing, 1)) + "]"
-        return "".join(", " + item for _ in range(missing)) + "]"
-
-    def _close_entries(self, f: _Frame, top: bool) -> str | None:
-        s, args = self._schemas, f.kind == "args"
-        end = ")" if args else "}"
-        if f.state in ("start", "after", "value"):
-            rest = s.required_after(f.spec, f.last, args=args)
-            if rest is None:
-                return None
-            text = ", ".join(rest)
-            if f.state != "start" and text:
-                text = ", " + text
-            if f.state == "value" and top:
-                value = s.shortest(s.resolve(f.spec.entries[f.last][1]))
-                if value is None:
-                    return None
-                text = value + text
-            return text + end
-        best: str | None = None
-        prefix = f.text if f.state == "head" else ""
-        for index, head in self._heads(f, args):
-            if not head.startswith(prefix):
-                continue
-            value = s.shortest(s.resolve(f.spec.entries[index][1]))
-            rest = s.required_after(f.spec, index, args=args)
-            if value is None or rest is None:
-                continue
-            text = head[len(prefix) :] + value + "".join(", " + r for r in rest)
-            best = text if best is None or len(text) < len(best) else best
-        if best is None:
-            return None
-        return (" " if f.state == "comma" else "") + best + end
-
-
-def _any_kind(depth: int, c: str) -> Kind | None:
-    """The kind of an any-typed value that starts with ``c``, at nesting ``depth``."""
-    if c == '"':
-        return Kind("string")
-    if c.isdigit() or c == "-":
-        return Kind("number")
-    if c in "TFN":
-        return Kind("lit", _SCALAR_LITERALS)
-    if depth >= _ANY_DEPTH:
-        return None
-    if c == "[":
-        return Kind("array", items=None, depth=depth)
-    if c == "{":
-        return Kind("map", items=None, depth=depth + 1)
-    return None
-
-
-def _starts(kind: Kind, c: str) -> bool:
-    """Whether a value of ``kind`` may start with ``c``."""
-    if kind.kind == "lit":
-        return any(lit.startswith(c) for lit in kind.literals)
-    if kind.kind == "string":
-        return c == '"'
-    if kind.kind == "number":
-        return c.isdigit() or (c == "-" and not kind.positive)
-    if kind.kind == "array":
-        return c == "["
-    if kind.kind in ("object", "map"):
-        return c == "{"
-    if kind.kind == "any":
-        return _any_kind(kind.depth, c) is not None
-    return False
+        self._phase, self._calls = "between", self._calls + 1
+        return True

@@ -38,7 +38,13 @@ from toolace_integrations.format.environment import read_bytes
 from toolace_integrations.format.schema import resolve_ref, to_json_schema
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
-__all__ = ["LEADING_SPACE", "max_grammar_bytes", "text_answer_problem", "tool_call_grammar"]
+__all__ = [
+    "LEADING_SPACE",
+    "call_arguments",
+    "max_grammar_bytes",
+    "text_answer_problem",
+    "tool_call_grammar",
+]
 
 DEFAULT_MAX_GRAMMAR_BYTES = 131_072
 """Default limit: under a second of compile time with a 128k-token vocabulary (benchmarks)."""
@@ -308,6 +314,18 @@ class _Builder:
         return self.any()
 
 
+def call_arguments(schema: Mapping[str, Any]) -> list[tuple[str, Any, bool]]:
+    """A call's arguments as the grammar writes them: name, schema and required, in order.
+
+    ``schema`` is a tool's parameters read through
+    :func:`~toolace_integrations.format.schema.to_json_schema`. The budget closer reads calls
+    through this too, so both agree on which arguments a call may skip.
+    """
+    required = set(schema.get("required") or ())
+    properties = schema.get("properties") or {}
+    return [(name, sub, name in required) for name, sub in properties.items()]
+
+
 def max_grammar_bytes() -> int:
     """The grammar size limit: ``TOOLACE_MAX_GRAMMAR_BYTES`` or 128 KiB (0 lifts it).
 
@@ -350,10 +368,9 @@ def tool_call_grammar(
     for index, tool in chosen:
         scope = f"t{index}"
         schema = to_json_schema(tool.parameters)  # the dialect's type names, as the parser reads
-        required = set(schema.get("required") or ())
         entries = [
-            (f"{_quote(arg + '=')} {builder.value(sub, schema, scope)}", arg in required)
-            for arg, sub in (schema.get("properties") or {}).items()
+            (f"{_quote(arg + '=')} {builder.value(sub, schema, scope)}", required)
+            for arg, sub, required in call_arguments(schema)
         ]
         builder.rules[scope] = f'{_quote(tool.name + "(")} ({builder.ordered(scope, entries)}) ")"'
         calls.append(scope)

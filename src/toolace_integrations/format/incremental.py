@@ -13,8 +13,8 @@ Notes:
     Only calls of bound tools stream. A call that starts with a positional argument, or whose
     value cannot be read as a literal, stops streaming (its last delta, at the end, completes it
     if it turns out valid). Fenced and bare calls do not stream; the final parse still finds
-    them. With ``parallel=False`` only the first call streams. The shortest text closing a
-    grammar-constrained answer is :class:`~toolace_integrations.format.closing.Closer`'s to tell.
+    them. With ``parallel=False`` only the first call streams. Where a grammar-constrained
+    answer may end early is :class:`~toolace_integrations.format.closing.Closer`'s to tell.
     Each piece of text is copied once; a value is parsed when it ends and a call when it ends
     (with the parser's own code), so the work stays linear in the answer's length.
 """

@@ -25,7 +25,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
 from toolace_integrations.core import chat
-from toolace_integrations.errors import ToolSpecError, TruncatedOutputError
+from toolace_integrations.errors import NoToolCallError, ToolSpecError, TruncatedOutputError
 from toolace_integrations.format.parsing import ToolCall
 from toolace_integrations.format.prompt import (
     Message,
@@ -165,10 +165,19 @@ def structured_output(
 
 
 def _refuse_truncated(message: AIMessage) -> AIMessage:
-    """A forced answer cut by ``max_tokens`` is an error, not a silent ``None``."""
-    if not message.tool_calls and message.response_metadata.get("finish_reason") == "length":
+    """A forced answer cut by ``max_tokens``, or whose call is invalid, is an error, not ``None``.
+
+    An answer the engine closed early (``closed_early``) was not cut: its call is the model's.
+    """
+    if message.tool_calls:
+        return message
+    metadata = message.response_metadata
+    if metadata.get("finish_reason") == "length" and not metadata.get("closed_early"):
         tokens = message.usage_metadata["output_tokens"] if message.usage_metadata else 0
         raise TruncatedOutputError(tokens)
+    if message.invalid_tool_calls:
+        problems = "; ".join(str(call.get("error")) for call in message.invalid_tool_calls)
+        raise NoToolCallError(f"The model's answer is not a valid call of the schema: {problems}.")
     return message
 
 

@@ -281,13 +281,16 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
 
         Raises:
             NoToolCallError: there is no call and ``error_on_no_tool_call`` is true.
+            TruncatedOutputError: there is no call and ``max_tokens`` cut one mid-way, whatever
+                ``error_on_no_tool_call`` says: an agent must not take the cut answer as final.
         """
         calls = tool_calls(response.message)
+        invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
+        raw = response.raw if isinstance(response.raw, Mapping) else {}
+        cut = raw.get("finish_reason") == "length" and not raw.get("closed_early")
+        if not calls and cut and (error_on_no_tool_call or invalid):
+            raise TruncatedOutputError(int(raw.get("usage", {}).get("completion_tokens", 0)))
         if not calls and error_on_no_tool_call:
-            raw = response.raw if isinstance(response.raw, Mapping) else {}
-            if raw.get("finish_reason") == "length":
-                raise TruncatedOutputError(int(raw.get("usage", {}).get("completion_tokens", 0)))
-            invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
             problems = "; ".join(str(call.get("error")) for call in invalid)
             raise NoToolCallError(
                 "Expected at least one tool call, but the model answered "

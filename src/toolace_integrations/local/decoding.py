@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from toolace_integrations.core.budget import BudgetCloser
 from toolace_integrations.core.generation import FinishReason
 from toolace_integrations.format.stops import StopScanner
 
@@ -54,6 +55,8 @@ class RowDecoder:
         budget: How many tokens the row may generate.
         halt: Set by the caller to stop this row (within a token).
         events: Where text deltas go as they are released (``None`` for no streaming).
+        closer: Ends a forced call list early near the budget (see
+            :mod:`toolace_integrations.core.budget`); ``None`` when the answer need not be calls.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class RowDecoder:
         budget: int,
         halt: threading.Event,
         events: queue.SimpleQueue[str | None] | None = None,
+        closer: BudgetCloser | None = None,
     ) -> None:
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._scanner = StopScanner(stop)
@@ -71,6 +75,7 @@ class RowDecoder:
         self.budget = budget
         self.halt = halt
         self.events = events
+        self.closer = closer
         self.tokens: list[int] = []
         self.finish: FinishReason | None = None
 
@@ -91,6 +96,18 @@ class RowDecoder:
         """The answer released so far (all of it once the row is done)."""
         return self._scanner.text
 
+    @property
+    def closed_early(self) -> bool:
+        """Whether the closer ended the answer early (the answer is then its closed text)."""
+        return self.closer is not None and self.closer.closed_early
+
+    @property
+    def answer(self) -> str:
+        """The whole answer once the row is done: the closed text if it was closed early."""
+        if self.closer is not None and self.closer.answer is not None:
+            return self.closer.answer
+        return self.text
+
     def push(self, token: int) -> None:
         """Take the next generated token (ignored once the row is done)."""
         if self.done:
@@ -100,8 +117,12 @@ class RowDecoder:
             self._end("stop")
             return
         self._send(self._scanner.feed(self._detokenizer.push(token)))
+        if self.closer is not None:
+            self.closer.feed(token)
         if self._scanner.stopped:
             self._end("stop")
+        elif self.closer is not None and self.closer.should_end(self.budget - len(self.tokens)):
+            self._end("length")  # ended early, closed: see ``answer``
         elif len(self.tokens) >= self.budget:
             self._end("length")
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList
 
+from toolace_integrations.core.budget import budget_closer
 from toolace_integrations.core.encoding import PromptEncoder, load_tokenizer
 from toolace_integrations.core.forking import reset_after_fork
 from toolace_integrations.core.generation import (
@@ -47,7 +48,6 @@ from toolace_integrations.core.scheduling import (
 )
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
 from toolace_integrations.format.environment import read_bytes, read_count
-from toolace_integrations.local.budget import RowBudgets, call_closer
 from toolace_integrations.local.decoding import RowDecoder
 from toolace_integrations.local.loading import OOM_ADVICE, load_model, stop_token_ids
 from toolace_integrations.local.prefix_cache import PrefixCache
@@ -207,8 +207,9 @@ class TransformersEngine:
         budget = sampling.max_new_tokens
         if self.context_window:
             budget = min(budget, self.context_window - len(prompt_ids))
+        closer = budget_closer(self.tokenizer, request)  # None unless the grammar forces calls
         decoder = RowDecoder(
-            self.tokenizer, sampling.stop, self.stop_token_ids, budget, cancel, events
+            self.tokenizer, sampling.stop, self.stop_token_ids, budget, cancel, events, closer
         )
         matcher = None
         if request.grammar_choice is not None:
@@ -217,8 +218,7 @@ class TransformersEngine:
             grammar = self._grammar_constraint()
             compiled = grammar.compile(tool_call_grammar(request.tools, request.grammar_choice))
             matcher = importlib.import_module("xgrammar").GrammarMatcher(compiled)
-        closer = call_closer(self.tokenizer, request) if matcher is not None else None
-        row = Row(prompt_ids, sampling, decoder, matcher, closer)
+        row = Row(prompt_ids, sampling, decoder, matcher)
         alone = sampling.cache_implementation is not None or (
             bool(sampling.temperature) and sampling.seed is not None
         )
@@ -250,10 +250,7 @@ class TransformersEngine:
             return LogitsProcessorList()
         vocab_size = self.model.get_output_embeddings().weight.shape[0]
         xgrammar = importlib.import_module("xgrammar")
-        processors = LogitsProcessorList([RowGrammars(rows, xgrammar, vocab_size)])
-        if any(row.closer is not None for row in rows):
-            processors.append(RowBudgets(rows))  # after the grammar: it forces allowed tokens
-        return processors
+        return LogitsProcessorList([RowGrammars(rows, xgrammar, vocab_size)])
 
     def _grammar_constraint(self) -> Any:
         with self._grammar_lock:

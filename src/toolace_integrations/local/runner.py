@@ -48,8 +48,6 @@ class Row:
         sampling: Decoding settings.
         decoder: The answer so far and the finish rules.
         matcher: The row's xgrammar ``GrammarMatcher`` (``None`` for free decoding).
-        closer: Closes a forced call list inside the budget (see :mod:`~toolace_integrations.
-            budget`); ``None`` when the answer need not be calls.
         cache: Keys and values for the first ``covered`` tokens of :attr:`ids`.
         covered: How many tokens ``cache`` holds (``len(ids) - 1`` once prefilled).
         cached_prompt_tokens: Prompt tokens taken from the prefix cache instead of computed.
@@ -61,7 +59,6 @@ class Row:
     sampling: SamplingParams
     decoder: RowDecoder
     matcher: Any = None
-    closer: Any = None
     cache: DynamicCache | None = None
     covered: int = 0
     cached_prompt_tokens: int = 0
@@ -81,11 +78,11 @@ class Row:
 
     def result(self) -> GenerationResult:
         """The row's result (call once it is done)."""
-        closed = self.closer is not None and self.closer.closed
+        closed = self.decoder.closed_early
         finish = "length" if closed else self.decoder.finish or "stop"
         tokens = len(self.decoder.tokens)
         return GenerationResult(
-            self.decoder.text,
+            self.decoder.answer,
             finish,
             len(self.prompt_ids),
             tokens,
@@ -315,7 +312,7 @@ class Runner:
     def _report(self, row: Row, rows: Sequence[Row], on_done: Callable[[Row, bool], None]) -> bool:
         if row.decoder.done and not row._reported:
             row._reported = True
-            closed = row.closer is not None and row.closer.closed
+            closed = row.decoder.closed_early
             logger.debug(
                 "row finished (%s) after %d new tokens%s",
                 row.decoder.finish or "stop",

@@ -105,6 +105,7 @@ class Answer:
         usage: The server's usage counts, when it sent them.
         stopped: A stop string was found here (the server did not cut it itself).
         done: Nothing more is to be read.
+        token_ids: The answer's token ids, when the server sends them (``return_token_ids``).
     """
 
     def __init__(self, stop: Sequence[str]) -> None:
@@ -113,6 +114,7 @@ class Answer:
         self.usage: dict[str, Any] = {}
         self.stopped = False
         self.done = False
+        self.token_ids: list[int] = []
 
     def feed_line(self, line: str) -> str:
         """Take one SSE line; returns the text that may be shown now.
@@ -159,6 +161,8 @@ class Answer:
             if not isinstance(text, str) or not isinstance(finish, (str, type(None))):
                 raise MalformedAnswer(f"a choice has no text: {str(choice)[:200]!r}")
             self.finish = finish or self.finish
+            if isinstance(tokens := choice.get("token_ids"), list):
+                self.token_ids += tokens
             delta += self._scanner.feed(text)
         if self._scanner.stopped:
             self.stopped = self.done = True
@@ -208,8 +212,8 @@ def read_completion(text: str, answers: Sequence[Answer]) -> None:
         raise MalformedAnswer(f"{len(choices)} choices for {len(answers)} prompts")
     for index, answer in enumerate(answers):
         answer.feed({"choices": [by_index[index]]})  # usage counts all prompts together
-        if isinstance(tokens := by_index[index].get("token_ids"), list):  # vLLM's own count
-            answer.usage = {"completion_tokens": len(tokens)}
+        if answer.token_ids:  # vLLM's own count
+            answer.usage = {"completion_tokens": len(answer.token_ids)}
         answer.flush()
         if answer.finish is None:
             raise MalformedAnswer(f"choice {index} has no finish_reason: {text[:300]!r}")

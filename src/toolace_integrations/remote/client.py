@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
+from toolace_integrations.core.budget import BudgetCloser, budget_closer
 from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.core.generation import (
     GenerationRequest,
@@ -55,6 +56,7 @@ from toolace_integrations.remote.request import (
     completion_body,
     completion_result,
     open_completion,
+    replay,
 )
 
 __all__ = [
@@ -293,21 +295,30 @@ class RemoteBackend:
         attempt = 0
         while True:
             answer, shown = Answer(request.sampling.stop), False
+            closer = self._closer(request)
             try:
                 with self._open(body, attempt) as response:
                     for delta in answer.read(response.iter_lines(), cancelled):
-                        if live:
+                        # Where the local engine would end the answer early, stop reading.
+                        end = replay(closer, answer, body["max_tokens"])
+                        if live and end in (None, len(answer.token_ids)):
                             shown = True
                             yield StreamEvent(delta)
+                        if end is not None:
+                            break
+                    replay(closer, answer, body["max_tokens"])  # tokens that came without text
                 break
             except RemoteError as failure:
                 if shown or not self._retryable(failure, attempt):
                     raise
             attempt += 1
-        result = self._result(answer, ids)
+        result = self._result(answer, ids, closer)
         if cancel is None or not cancel.is_set():  # a cancelled answer is cut anywhere
             self._check_grammar(request, result)
-        yield StreamEvent(answer.flush() if live else answer.text, result)
+        if live:
+            yield StreamEvent("" if result.closed_early else answer.flush(), result)
+        else:
+            yield StreamEvent(result.text, result)
 
     def _complete_list(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         prompts, body = self._body(requests, stream=False)
@@ -322,7 +333,11 @@ class RemoteBackend:
                 if not self._retryable(failure, attempt):
                     raise
             attempt += 1
-        results = [self._result(answer, ids) for answer, ids in zip(answers, prompts, strict=True)]
+        results = []
+        for request, answer, ids in zip(requests, answers, prompts, strict=True):
+            closer = self._closer(request)
+            replay(closer, answer, body["max_tokens"])
+            results.append(self._result(answer, ids, closer))
         for request, result in zip(requests, results, strict=True):
             self._check_grammar(request, result)
         return results
@@ -344,8 +359,9 @@ class RemoteBackend:
             max_tokens = min(max_tokens, self.context_window - longest)
         grammar = self._grammar(requests[0])
         body = completion_body(
-            self.model, prompts, sampling, max_tokens, stream=stream, grammar=grammar
-        )
+            self.model, prompts, sampling, max_tokens, stream=stream, grammar=grammar,
+            token_ids=self._closer(requests[0]) is not None,
+        )  # fmt: skip
         body.update(self.extra_body)
         return prompts, body
 
@@ -362,8 +378,16 @@ class RemoteBackend:
             truncated=cut, grammar_sent=self._grammar(request) is not None,
         )  # fmt: skip
 
-    def _result(self, answer: Answer, ids: Sequence[int]) -> GenerationResult:
-        return completion_result(answer, ids, self.prompt_encoder().text.content_ids)
+    def _closer(self, request: GenerationRequest) -> BudgetCloser | None:
+        """The budget closer the local engine would use, when the server keeps the grammar."""
+        if self._grammar(request) is None:
+            return None
+        return budget_closer(self.prompt_encoder().tokenizer, request)
+
+    def _result(
+        self, answer: Answer, ids: Sequence[int], closer: BudgetCloser | None = None
+    ) -> GenerationResult:
+        return completion_result(answer, ids, self.prompt_encoder().text.content_ids, closer)
 
     def _open(
         self, body: Mapping[str, Any], attempt: int

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from toolace_integrations.core.budget import BudgetCloser
 from toolace_integrations.core.generation import FinishReason, GenerationResult, SamplingParams
 from toolace_integrations.format.environment import read_text
 from toolace_integrations.remote.answer import (
@@ -21,7 +22,7 @@ from toolace_integrations.remote.answer import (
 )
 from toolace_integrations.remote.models import v1_advice
 
-__all__ = ["api_key_for", "completion_body", "completion_result", "open_completion"]
+__all__ = ["api_key_for", "completion_body", "completion_result", "open_completion", "replay"]
 
 
 def api_key_for(base_url: str, api_key: str | None) -> str | None:
@@ -46,8 +47,12 @@ def completion_body(
     *,
     stream: bool,
     grammar: str | None,
+    token_ids: bool = False,
 ) -> dict[str, Any]:
-    """The ``/completions`` body for ``prompts``, which share ``sampling`` and ``grammar``."""
+    """The ``/completions`` body for ``prompts``, which share ``sampling`` and ``grammar``.
+
+    ``token_ids`` asks for the answer's token ids (vLLM's ``return_token_ids``).
+    """
     body: dict[str, Any] = {
         "model": model,
         "prompt": prompts[0] if len(prompts) == 1 else list(prompts),
@@ -63,7 +68,7 @@ def completion_body(
         body["seed"] = sampling.seed
     if stream:
         body["stream_options"] = {"include_usage": True}
-    elif len(prompts) > 1:  # usage sums the prompts; vLLM counts each answer's tokens
+    if token_ids or (not stream and len(prompts) > 1):  # usage sums the prompts
         body["return_token_ids"] = True
     if grammar is not None:
         body["structured_outputs"] = {"grammar": grammar}
@@ -108,10 +113,23 @@ def open_completion(
 
 
 def completion_result(
-    answer: Answer, ids: Sequence[int], tokenize: Callable[[str], Sequence[int]]
+    answer: Answer,
+    ids: Sequence[int],
+    tokenize: Callable[[str], Sequence[int]],
+    closer: BudgetCloser | None = None,
 ) -> GenerationResult:
-    """The result of a read ``answer`` to prompt ``ids``; ``tokenize`` counts cut answers."""
+    """The result of a read ``answer`` to prompt ``ids``; ``tokenize`` counts cut answers.
+
+    ``closer`` (fed the answer's tokens, see :meth:`~toolace_integrations.core.budget.
+    BudgetCloser.replay`) gives the answer the local engine would have closed early.
+    """
     usage = answer.usage
+    if closer is not None and closer.answer is not None:
+        prompt = usage.get("prompt_tokens")
+        return GenerationResult(
+            closer.answer, "length", prompt if isinstance(prompt, int) else len(ids),
+            closer.fed, closed_early=True,
+        )  # fmt: skip
     prompt_tokens = usage.get("prompt_tokens")
     completion_tokens = usage.get("completion_tokens")
     if not isinstance(prompt_tokens, int):
@@ -120,3 +138,12 @@ def completion_result(
         completion_tokens = len(tokenize(answer.text))
     finish: FinishReason = "length" if answer.finish == "length" and not answer.stopped else "stop"
     return GenerationResult(answer.text, finish, prompt_tokens, completion_tokens)
+
+
+def replay(closer: BudgetCloser | None, answer: Answer, max_tokens: int) -> int | None:
+    """Feed ``closer`` the answer's tokens so far; where the local engine would end it early.
+
+    Returns how many tokens the engine would have generated when it ends the answer early,
+    else ``None`` (see :meth:`~toolace_integrations.core.budget.BudgetCloser.replay`).
+    """
+    return None if closer is None else closer.replay(answer.token_ids, max_tokens)
