@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from reliability._hooks import steer
 from toolace_integrations.core.generation import GenerationRequest, ModelSpec, SamplingParams
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice, ToolChoiceMode
 from toolace_integrations.local.engine import TransformersEngine
@@ -50,10 +51,14 @@ def _debug_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_a_batched_call_logs_batch_size_cached_tokens_grammar_and_evictions(
     engine: TransformersEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    city = {"type": "object", "properties": {"city": {"type": "string"}}}
+    optional = [f"p{i}" for i in range(8)]
+    properties = {name: {"type": "string"} for name in ["city", *optional]}
+    city = {"type": "object", "properties": properties, "required": ["city"]}
     lookup = FunctionSpec("weather_log_probe", "Weather.", city)  # a grammar no test compiled
+    runaway = '[weather_log_probe(city="Oslo", ' + ", ".join(f'{p}="v"' for p in optional) + ")]"
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    first = engine.generate(_ask("Weather in Oslo?", 5, (lookup,), "required"))
+    with steer(engine, runaway):  # more optional arguments than its budget holds
+        first = engine.generate(_ask("Weather in Oslo?", 24, (lookup,), "required"))
     batch = engine.generate_batch([_ask("Weather in Paris?"), _ask("And in Rome, today?")])
     lines = _debug_lines(caplog)
 
