@@ -1,16 +1,44 @@
-"""Loopback HTTP helpers: a recording proxy in front of vLLM, and a scripted stub server."""
+"""Loopback HTTP helpers: a real vLLM server, a recording proxy in front of it, a scripted stub."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+
+from toolace_integrations.testing.vllm_server import SMALL_SERVER_FLAGS, VLLMServer, VLLMStartError
+
+
+@contextmanager
+def running_vllm(
+    model: str, log_path: Path, flags: tuple[str, ...] = SMALL_SERVER_FLAGS
+) -> Iterator[str]:
+    """The ``/v1`` URL of a vLLM server on ``model``, stopped on exit.
+
+    Skips when ``TOOLACE_SKIP_VLLM=1``; fails with the server's log tail when vLLM cannot start.
+    """
+    if os.environ.get("TOOLACE_SKIP_VLLM") == "1":
+        pytest.skip("TOOLACE_SKIP_VLLM=1: the tests that need a vLLM server are skipped")
+    try:
+        server = VLLMServer(model, log_path, flags=flags)
+        url = server.start(timeout=240)  # under pytest-timeout, so the log tail is shown
+    except VLLMStartError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield url
+    finally:
+        server.stop()
+
 
 Script = Callable[[BaseHTTPRequestHandler, dict[str, Any], int], None]
 """A stub's answer: (handler, request body, 0-based request number) -> writes the response."""

@@ -7,16 +7,14 @@ another). When vLLM cannot start, the tests that need it fail with the server's 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _servers import Proxy
+from _servers import Proxy, running_vllm
 
 from toolace_integrations.local.engine import ModelSpec, TransformersEngine, load_engine
 from toolace_integrations.testing import make_tiny_toolace
-from toolace_integrations.testing.vllm_server import VLLMServer, VLLMStartError
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +31,8 @@ def vllm_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def vllm_url(vllm_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The ``/v1`` URL of a vLLM server on ``vllm_model``, stopped at the end of the session."""
-    if os.environ.get("TOOLACE_SKIP_VLLM") == "1":
-        pytest.skip("TOOLACE_SKIP_VLLM=1: the tests that need a vLLM server are skipped")
-    try:
-        server = VLLMServer(vllm_model, tmp_path_factory.mktemp("vllm") / "server.log")
-        url = server.start(timeout=240)  # under pytest-timeout, so the log tail is shown
-    except VLLMStartError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
+    with running_vllm(vllm_model, tmp_path_factory.mktemp("vllm") / "server.log") as url:
         yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
-from _servers import Proxy, Stub, send
+from _servers import Proxy, Stub, running_vllm, send
 from langchain.agents.middleware import SummarizationMiddleware
 
 from toolace_integrations import ChatToolACE
@@ -21,11 +21,7 @@ from toolace_integrations.errors import InvalidSettingError, ModelLoadError, Pro
 from toolace_integrations.llama_index import ToolACELLM
 from toolace_integrations.local.engine import TransformersEngine
 from toolace_integrations.remote import RemoteBackend, RemoteError
-from toolace_integrations.testing.vllm_server import (
-    SMALL_SERVER_FLAGS,
-    VLLMServer,
-    VLLMStartError,
-)
+from toolace_integrations.testing.vllm_server import SMALL_SERVER_FLAGS
 
 ADAPTERS = [ChatToolACE, ToolACELLM]
 
@@ -34,15 +30,8 @@ ADAPTERS = [ChatToolACE, ToolACELLM]
 def renamed_url(vllm_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """vLLM serving the session's checkpoint (a folder) under the name ``toolace``."""
     flags = (*SMALL_SERVER_FLAGS, "--served-model-name", "toolace")
-    server = VLLMServer(vllm_model, tmp_path_factory.mktemp("renamed") / "log", flags=flags)
-    try:
-        url = server.start(timeout=240)
-    except VLLMStartError as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
+    with running_vllm(vllm_model, tmp_path_factory.mktemp("renamed") / "log", flags) as url:
         yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

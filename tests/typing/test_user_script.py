@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from user_script import Forecast, chat_models, forecast, forecast_with_raw, llama_index_llms
 
+from reliability._hooks import DTYPE, steer
 from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.langchain.signatures import ChatToolACEArguments
 from toolace_integrations.llama_index import ToolACELLM
 from toolace_integrations.llama_index.llm import ToolACELLMArguments
+from toolace_integrations.local.engine import ModelSpec, load_engine
 from toolace_integrations.settings import ToolACEArguments, ToolACESettings, _field_names
 
 
@@ -55,7 +57,9 @@ def test_the_documented_spellings_set_the_fields(tiny_model_path: str) -> None:
 
 
 def test_structured_output_returns_the_model_class(tiny_model_path: str) -> None:
-    llm = ChatToolACE(model=tiny_model_path, max_tokens=48)
-    assert isinstance(forecast(llm, "Weather in Paris?"), Forecast)
-    raw, parsed = forecast_with_raw(llm, "Weather in Paris?")
-    assert raw.type == "ai" and (parsed is None or isinstance(parsed, Forecast))
+    llm = ChatToolACE(model=tiny_model_path, dtype=DTYPE, max_tokens=48)
+    answer = '[Forecast(city="Paris", sunny=True)]'  # what a model that answers would write
+    with steer(load_engine(ModelSpec(model=tiny_model_path, dtype=DTYPE)), answer, answer):
+        assert forecast(llm, "Weather in Paris?") == Forecast(city="Paris", sunny=True)
+        raw, parsed = forecast_with_raw(llm, "Weather in Paris?")
+    assert raw.type == "ai" and parsed == Forecast(city="Paris", sunny=True)

@@ -44,10 +44,17 @@ class ServedModel:
     max_model_len: int
 
 
+_NO_MODEL_LIST = (404, 405, 501)  # not found, method not allowed, not implemented
+_MODELS_ADVICE = (
+    "The server did not list its models. Pass context_window=<its max model length> (and "
+    "tokenizer=<the checkpoint> with a served name) to skip asking it."
+)
+
+
 def read_served_models(
     client: httpx.Client, base_url: str, headers: Mapping[str, str]
 ) -> tuple[ServedModel, ...]:
-    """The models ``base_url`` serves; empty when the server has no ``/models`` (404).
+    """The models ``base_url`` serves; empty when the server has no ``/models`` (404, 405, 501).
 
     Raises:
         RemoteError: the server could not be reached, or answered with another error status
@@ -58,10 +65,10 @@ def read_served_models(
         response = client.get(url, headers=headers)
     except httpx.RequestError as error:
         raise RemoteError(url, None, repr(error)) from error
-    if response.status_code == 404:
+    if response.status_code in _NO_MODEL_LIST:
         return ()
     if response.status_code >= 400:
-        raise RemoteError(url, response.status_code, response.text)
+        raise RemoteError(url, response.status_code, response.text, advice=_MODELS_ADVICE)
     try:
         cards = response.json()["data"]
         return tuple(_served_model(card) for card in cards)
