@@ -137,6 +137,12 @@ CASES = [
         "invalid call syntax",
         id="reserved-word-in-a-nested-call",
     ),
+    pytest.param(
+        '[search_flights(from=lambda x, class=1: x, to="SFO")]',
+        [],
+        "the reserved word 'class' is not an argument name",
+        id="reserved-word-as-a-lambda-parameter",
+    ),
 ]
 
 
@@ -165,6 +171,7 @@ def test_parse_and_stream(
     for out in (parse_tool_calls(text, tools), _stream(text, tools)[0]):
         assert [(call.name, call.arguments) for call in out.calls] == calls
         assert [error in bad.error for bad in out.invalid] == ([True] if error else [])
+        assert not any("_reserved" in bad.error for bad in out.invalid)  # no internal spelling
         assert out.content == ""
 
 

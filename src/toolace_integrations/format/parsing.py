@@ -249,18 +249,18 @@ def _parse_call(segment: str, specs: dict[str, FunctionSpec] | None) -> ToolCall
             node = ast.parse("_(" + masked, mode="eval").body
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
             raise Reject("expected a single call `tool_name(arg=value, ...)`")
+        keys = [reserved.pop(k.arg, k.arg) if k.arg else None for k in node.keywords]
+        if reserved:  # e.g. a lambda's parameter: refused before any placeholder shows
+            word = next(iter(reserved.values()))
+            raise Reject(f"invalid call syntax: the reserved word {word!r} is not an argument name")
         positional = [literal(argument) for argument in node.args]
         arguments: dict[str, Any] = {}
-        for keyword in node.keywords:
-            if keyword.arg is None:
+        for key, keyword in zip(keys, node.keywords, strict=True):
+            if key is None:
                 raise Reject("`**` unpacking is not allowed")
-            key = reserved.pop(keyword.arg, keyword.arg)
             if key in arguments:
                 raise Reject(f"argument {key!r} is given twice")
             arguments[key] = literal(keyword.value)
-        if reserved:
-            word = next(iter(reserved.values()))
-            raise Reject(f"invalid call syntax: the reserved word {word!r} is not an argument name")
     except (SyntaxError, ValueError) as error:
         raise Reject(f"invalid call syntax: {getattr(error, 'msg', error)}", name) from None
     except (RecursionError, MemoryError):
