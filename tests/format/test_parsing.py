@@ -5,7 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 import re
-from keyword import iskeyword
+from keyword import kwlist
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from toolace_integrations.errors import ToolSpecError
 from toolace_integrations.format import parsing
+from toolace_integrations.format.names import is_argument_name, is_expressible_name
 from toolace_integrations.format.parsing import (
     InvalidCall,
     ParsedOutput,
@@ -22,8 +23,7 @@ from toolace_integrations.format.parsing import (
     looks_like_call_start,
     parse_tool_calls,
 )
-from toolace_integrations.format.schema import is_argument_name
-from toolace_integrations.format.tools import FunctionSpec, is_expressible_name
+from toolace_integrations.format.tools import FunctionSpec
 
 WEATHER = {
     "type": "function",
@@ -670,6 +670,11 @@ def test_looks_like_call_start(text: str, expected: bool) -> None:
         pytest.param([("f", {"s": "\ud800"})], '[f(s="\\ud800")]', id="lone-surrogate"),
         pytest.param([ToolCall("f", {"a": 1})], "[f(a=1)]", id="tool-call-objects"),
         pytest.param([("año", {"año_vehiculo": 1})], "[año(año_vehiculo=1)]", id="non-ascii"),
+        pytest.param(
+            [("search_flights", {"from": "NYC", "class": "economy", "None": None})],
+            '[search_flights(from="NYC", class="economy", None=None)]',
+            id="reserved-word-argument-names",
+        ),
     ],
 )
 def test_format_tool_calls(calls: Any, expected: str) -> None:
@@ -683,7 +688,6 @@ def test_format_tool_calls(calls: Any, expected: str) -> None:
         pytest.param([("f", {"a": [float("nan")]})], ValueError, id="nan"),
         pytest.param([("f..g", {})], ValueError, id="bad-name"),
         pytest.param([("f", {"a-b": 1})], ValueError, id="bad-argument-name"),
-        pytest.param([("f", {"class": 1})], ValueError, id="keyword-argument-name"),
         pytest.param([("f", {"ﬁle": 1})], ValueError, id="argument-name-python-would-rename"),
         pytest.param([("f", {"a": {1: 2}})], ValueError, id="non-string-key"),
         pytest.param([("f", {"a": object()})], TypeError, id="unsupported-type"),
@@ -702,9 +706,7 @@ def test_docstring_examples() -> None:
 _NAMES = st.from_regex(
     r"[A-Za-z_][A-Za-z0-9_]{0,8}([.\- ][A-Za-z0-9_]{1,6}){0,3}", fullmatch=True
 ).filter(is_expressible_name)
-_KEYS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(
-    lambda key: not iskeyword(key)
-)
+_KEYS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True) | st.sampled_from(kwlist)
 _VALUES = st.recursive(
     st.none()
     | st.booleans()

@@ -18,6 +18,7 @@ from toolace_integrations.errors import GrammarUnavailableError, ToolChoiceError
 from toolace_integrations.format.parsing import ParsedOutput, format_tool_calls, parse_tool_calls
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice, normalize_tools
 from toolace_integrations.local.grammar import GrammarConstraint, tool_call_grammar
+from toolace_integrations.testing import llama3_tokenizer
 
 torch = pytest.importorskip("torch")
 xgrammar = pytest.importorskip("xgrammar")
@@ -128,8 +129,21 @@ TOOL_SETS: dict[str, list[dict[str, Any]]] = {
         ),
         _fn("ping", {}, []),
     ],
+    "reserved_word_names": [
+        _fn(
+            "search_flights",
+            {
+                "from": {"type": "string"},
+                "to": {"type": "string"},
+                "class": {"type": "string", "enum": ["economy", "business"]},
+            },
+            ["from", "to", "class"],
+        ),
+        _fn("api.class.get", {"lambda": {"type": "boolean"}, "True": {"type": "integer"}}, []),
+    ],
 }
 TOOLS = {key: normalize_tools(value) for key, value in TOOL_SETS.items()}
+FLIGHT_CALL = '[search_flights(from="NYC", to="SFO", class="economy")]'
 SEEDS = tuple(range(8))
 
 
@@ -172,6 +186,11 @@ def test_grammar_shapes() -> None:
 
 
 ACCEPTED = {
+    "reserved_word_names": [
+        FLIGHT_CALL,
+        '[api.class.get(lambda=True, True=3), search_flights(from="", to="A", class="business")]',
+        "[api.class.get()]",
+    ],
     "weather_enum_optional": [
         '[get_weather(city="Paris")]',
         '[get_weather(city="P\\"\\u00e9 x", unit="celsius", hourly=False), get_time()]',
@@ -199,6 +218,12 @@ ACCEPTED = {
     ],
 }
 REJECTED = {
+    "reserved_word_names": [
+        '[search_flights(to="SFO", from="NYC", class="economy")]',  # out of schema order
+        '[search_flights(from="NYC", to="SFO")]',  # required "class" missing
+        '[search_flights(from_="NYC", to="SFO", class="economy")]',  # renamed argument
+        "[api.class.get(true=3)]",  # argument names are case-sensitive
+    ],
     "weather_enum_optional": [
         "[get_weather()]",  # required argument missing
         '[get_weather(unit="celsius", city="Paris")]',  # out of schema order
@@ -368,6 +393,26 @@ def test_every_grammar_compiles(tiny: tuple[Any, Any, GrammarConstraint], key: s
     choices += [ToolChoice("named", name=tool.name) for tool in tools]
     for choice in choices:
         assert constraint.compile(tool_call_grammar(tools, choice)) is not None
+
+
+@pytest.mark.parametrize("vocabulary", ["tiny", "llama3"])
+def test_reserved_word_arguments_pass_the_grammar_token_by_token(
+    tiny: tuple[Any, Any, GrammarConstraint], vocabulary: str
+) -> None:
+    # The real vocabulary writes the call as "(from", '="', '",', " class" ... tokens.
+    tokenizer = tiny[0] if vocabulary == "tiny" else llama3_tokenizer()
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    constraint = GrammarConstraint(tokenizer, len(tokenizer), [eot])
+    tools = TOOLS["reserved_word_names"]
+    for choice in (ToolChoice("named", name="search_flights"), ToolChoice("auto")):
+        matcher = xgrammar.GrammarMatcher(constraint.compile(tool_call_grammar(tools, choice)))
+        tokens = tokenizer.encode(FLIGHT_CALL, add_special_tokens=False) + [eot]
+        assert all(matcher.accept_token(token) for token in tokens) and matcher.is_terminated()
+    assert parse_tool_calls(FLIGHT_CALL, tools).calls[0].arguments == {
+        "from": "NYC",
+        "to": "SFO",
+        "class": "economy",
+    }
 
 
 def test_compile_cache_is_bounded_lru(tiny: tuple[Any, Any, GrammarConstraint]) -> None:

@@ -146,9 +146,7 @@ BAD_NAMES = [
     pytest.param("9lives", "Use letters", id="leading-digit"),
 ]
 BAD_ARGUMENTS = [
-    pytest.param("class", id="keyword"),
     pytest.param("my-arg", id="hyphen"),
-    pytest.param("None", id="none-keyword"),
     pytest.param("2x", id="leading-digit"),
     pytest.param("a b", id="space"),
 ]
@@ -186,7 +184,6 @@ def _li_tool(name: str = "search", argument: str = "q") -> FunctionTool:
             "'get weather!'",
             id="bad-name",
         ),
-        pytest.param(lambda: [_li_tool(argument="class")], "'class'", id="keyword-arg"),
         pytest.param(lambda: [_li_tool(argument="my-arg")], "'my-arg'", id="hyphen-arg"),
         pytest.param(
             lambda: [_li_tool("lookup"), _li_tool("lookup", "word")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import sys
 import time
 import types
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from toolace_integrations.format.names import is_argument_name
 from toolace_integrations.format.parsing import MAX_INPUT_CHARS, ParsedOutput, parse_tool_calls
 from toolace_integrations.format.tools import FunctionSpec
 
@@ -97,15 +99,23 @@ PAYLOADS = [
 @pytest.mark.parametrize("payload", PAYLOADS)
 @pytest.mark.parametrize(
     "template",
-    ["[f(a={})]", "[f(b=1), f(a={})]", "f(a={})", "```python\n[f(a={})]\n```", "[f({})]"],
-    ids=["list", "second-call", "bare", "fenced", "positional"],
+    [
+        "[f(a={})]",
+        "[f(b=1), f(a={})]",
+        "f(a={})",
+        "```python\n[f(a={})]\n```",
+        "[f({})]",
+        "[f(from=1, a={}, class=2)]",
+        "[f(a={}, lambda={})]",
+    ],
+    ids=["list", "second-call", "bare", "fenced", "positional", "reserved-names", "lambda-name"],
 )
 @pytest.mark.parametrize("tools", [None, TOOLS], ids=["no-tools", "tools"])
 def test_payloads_are_never_evaluated(
     canary: Canary, payload: str, template: str, tools: list[FunctionSpec] | None
 ) -> None:
     out = _parse(template.replace("{}", payload), tools=tools)
-    assert all(call.arguments.get("a") is None for call in out.calls)
+    assert all("a" not in call.arguments for call in out.calls)
     if not template.startswith("f("):
         assert len(out.invalid) == 1
 
@@ -125,6 +135,11 @@ def test_payloads_are_never_evaluated(
         "[f(a=1), __import__('os').system('true')]",
         "[f(a='x' * 10**10)]",
         "[f(a=[1] * 10**10)]",
+        "[f(from=toolace_canary())]",
+        "[f(lambda=lambda: toolace_canary())]",
+        "[f(import=__import__('tests_canary').hit())]",
+        "[f(a=1, **{'from': toolace_canary()})]",
+        "[f(from=1)(class=toolace_canary())]",
     ],
 )
 def test_call_shaped_payloads_are_never_evaluated(canary: Canary, text: str) -> None:
@@ -148,6 +163,25 @@ def test_call_like_noise_never_raises(prefix: str, noise: str, truncated: bool) 
     out = _parse(prefix + noise, truncated=truncated)
     if prefix.startswith(("[", "`")):
         assert out.calls or out.invalid or out.content == "" or "]" in noise or "`" in noise
+
+
+_RESERVED_NOISE = st.sampled_from(
+    ["from", "class", "True", "None", "lambda x", "_reserved_", "_reserved__0", "a", "1", "f"]
+    + ["=", "==", ", ", "(", ")", "[", "]", "{", "}", ":", "**", "#", "\n", " ", '"', "'"]
+    + ['"x, from=1"', "'class='"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_RESERVED_NOISE, max_size=40))
+def test_reserved_word_noise_never_raises_or_leaks_internal_names(pieces: list[str]) -> None:
+    text = "[f(" + "".join(pieces)
+    out = _parse(text)
+    for call in out.calls:
+        assert all(is_argument_name(key) for key in call.arguments), text
+    if "_reserved" not in text:
+        assert "_reserved" not in json.dumps([c.arguments for c in out.calls]), text
+        assert not any("_reserved" in bad.error for bad in out.invalid), text
 
 
 @pytest.mark.parametrize(
@@ -193,6 +227,8 @@ _MEGABYTE = MAX_INPUT_CHARS
         pytest.param("word, (x) " * (_MEGABYTE // 10), 0, 0, id="prose"),
         pytest.param("f(a=1), " * (_MEGABYTE // 8 - 1) + "f()", 0, 0, id="bare-calls"),
         pytest.param("[" + "x" * (_MEGABYTE + 1), 0, 1, id="over-the-cap"),
+        pytest.param("[f(" + "from=1, " * (_MEGABYTE // 8 - 1) + ")]", 0, 1, id="reserved-names"),
+        pytest.param("[f(class=[" + "1, " * (_MEGABYTE // 3 - 5) + "])]", 1, 0, id="reserved-list"),
     ],
 )
 def test_megabyte_inputs_finish_in_bounded_time(text: str, calls: int, invalid: int) -> None:

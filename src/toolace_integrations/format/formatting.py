@@ -11,8 +11,7 @@ from typing import Any
 from toolace_integrations.errors import CallFormatError
 from toolace_integrations.format.calls import ToolCall
 from toolace_integrations.format.literals import MAX_DEPTH, MAX_INT_BITS
-from toolace_integrations.format.schema import is_argument_name
-from toolace_integrations.format.tools import is_expressible_name
+from toolace_integrations.format.names import is_argument_name, is_expressible_name
 
 __all__ = ["format_tool_calls"]
 

@@ -22,10 +22,8 @@ Notes:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from keyword import iskeyword
 
 from toolace_integrations.format.calls import (
     CallDelta,
@@ -35,12 +33,12 @@ from toolace_integrations.format.calls import (
     mint_id,
 )
 from toolace_integrations.format.literals import MAX_DEPTH, Reject, decodable_length, literal_value
+from toolace_integrations.format.names import is_argument_name
 from toolace_integrations.format.parsing import _parse_call
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
 __all__ = ["CallDelta", "CallStream"]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.- ")
 _NAME_END = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -285,7 +283,7 @@ class CallStream:
     def _confirm_key(self, segment: _Segment, char: str, position: int) -> None:
         key = self._text[segment.arg_start : segment.eq_at].strip()
         segment.phase, segment.value_start, segment.value_emitted = "value", segment.eq_at + 1, []
-        if char == "=" or not _IDENTIFIER.fullmatch(key) or iskeyword(key):
+        if char == "=" or not is_argument_name(key):
             segment.frozen = True
             return
         self._emit(segment, ("{" if not segment.emitted else ", ") + json.dumps(key) + ": ")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -19,6 +20,7 @@ PARSE_LOCK = threading.Lock()
 _JSON_NAMES: dict[str, Any] = {"true": True, "false": False, "null": None}
 _ESCAPE_LENGTH = {"x": 2, "u": 4, "U": 8}
 _OCTAL = frozenset("01234567")
+_STRING_END = {q: re.compile(r"\\[\s\S]|" + q) for q in ('"', "'", '"""', "'''")}
 _OPERATORS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
     ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
@@ -87,6 +89,17 @@ def _checked_number(value: object) -> int | float:
     if isinstance(value, float) and not math.isfinite(value):
         raise Reject(f"{value!r} is not a finite number")
     return value
+
+
+def string_end(text: str, start: int) -> int:
+    """Index just past the string literal opening at ``text[start]``, or -1 if it never closes."""
+    delimiter = text[start] * 3 if text.startswith(text[start] * 3, start) else text[start]
+    position = start + len(delimiter)
+    while (match := _STRING_END[delimiter].search(text, position)) is not None:
+        if match.group() == delimiter:
+            return match.end()
+        position = match.end()
+    return -1
 
 
 def literal_value(text: str) -> tuple[Any] | None:

@@ -3,6 +3,8 @@
 ToolACE-8B answers ``[get_weather(city="Paris"), finance.npv(rate=0.1)]`` or plain text. Names
 are read textually (they may hold dots, hyphens and spaces); each argument list is parsed with
 :mod:`ast` and converted from literals only, so nothing the model writes is ever evaluated.
+Argument names may be reserved words (``from="NYC"``, see
+:func:`~toolace_integrations.format.names.mask_reserved_names`).
 
 Notes:
     Tolerated: surrounding whitespace, a code fence, Llama's ``<|python_tag|>`` or
@@ -35,9 +37,10 @@ from jsonschema.protocols import Validator
 from toolace_integrations.errors import ToolSpecError
 from toolace_integrations.format.calls import InvalidCall, ParsedOutput, ToolCall
 from toolace_integrations.format.formatting import format_tool_calls
-from toolace_integrations.format.literals import MAX_DEPTH, PARSE_LOCK, Reject, literal
+from toolace_integrations.format.literals import MAX_DEPTH, PARSE_LOCK, Reject, literal, string_end
+from toolace_integrations.format.names import is_expressible_name, mask_reserved_names
 from toolace_integrations.format.schema import to_json_schema
-from toolace_integrations.format.tools import FunctionSpec, is_expressible_name, normalize_tools
+from toolace_integrations.format.tools import FunctionSpec, normalize_tools
 from toolace_integrations.format.validation import (
     BoundedValidator,
     ValidationTimeout,
@@ -63,7 +66,6 @@ _MAX_CALLS = 1000
 _FENCE, _AT_END = "```", " at the end of the output"
 _PYTHON_TAG, _PYTHON_START, _PYTHON_END = "<|python_tag|>", "<|python_start|>", "<|python_end|>"
 _SPECIAL = re.compile(r"[\"'()\[\]{},]")
-_STRING_END = {q: re.compile(r"\\[\s\S]|" + q) for q in ('"', "'", '"""', "'''")}
 
 
 @dataclass
@@ -166,17 +168,6 @@ def _unfence(text: str) -> tuple[str, str, bool]:
     return (body.strip(), after.strip(), True) if fence else (inner.strip(), "", True)
 
 
-def _string_end(text: str, start: int) -> int:
-    """Index just past the string literal opening at ``start``, or -1 if it never closes."""
-    delimiter = text[start] * 3 if text.startswith(text[start] * 3, start) else text[start]
-    position = start + len(delimiter)
-    while (match := _STRING_END[delimiter].search(text, position)) is not None:
-        if match.group() == delimiter:
-            return match.end()
-        position = match.end()
-    return -1
-
-
 def _split(text: str, start: int) -> _Split:
     """Split a call list at top-level commas in one pass, skipping strings and brackets."""
     segments: list[str] = []
@@ -185,7 +176,7 @@ def _split(text: str, start: int) -> _Split:
     while (match := _SPECIAL.search(text, position)) is not None:
         char, position = match.group(), match.end()
         if char in "\"'":
-            position = _string_end(text, match.start())
+            position = string_end(text, match.start())
             if position < 0:
                 segments.append(text[segment_start:])
                 return _Split(segments, problem=f"an unclosed string{_AT_END}", unclosed=True)
@@ -251,20 +242,25 @@ def _parse_call(segment: str, specs: dict[str, FunctionSpec] | None) -> ToolCall
     name = name.strip()
     if not paren or not is_expressible_name(name):
         raise Reject(f"expected `tool_name(arg=value, ...)`, got {segment[:80]!r}")
+    masked, reserved = mask_reserved_names(arguments_text)
     try:
         with PARSE_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. invalid escape sequences such as "\d"
-            node = ast.parse("_(" + arguments_text, mode="eval").body
+            node = ast.parse("_(" + masked, mode="eval").body
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
             raise Reject("expected a single call `tool_name(arg=value, ...)`")
+        keys = [reserved.pop(k.arg, k.arg) if k.arg else None for k in node.keywords]
+        if reserved:  # e.g. a lambda's parameter: refused before any placeholder shows
+            word = next(iter(reserved.values()))
+            raise Reject(f"invalid call syntax: the reserved word {word!r} is not an argument name")
         positional = [literal(argument) for argument in node.args]
         arguments: dict[str, Any] = {}
-        for keyword in node.keywords:
-            if keyword.arg is None:
+        for key, keyword in zip(keys, node.keywords, strict=True):
+            if key is None:
                 raise Reject("`**` unpacking is not allowed")
-            if keyword.arg in arguments:
-                raise Reject(f"argument {keyword.arg!r} is given twice")
-            arguments[keyword.arg] = literal(keyword.value)
+            if key in arguments:
+                raise Reject(f"argument {key!r} is given twice")
+            arguments[key] = literal(keyword.value)
     except (SyntaxError, ValueError) as error:
         raise Reject(f"invalid call syntax: {getattr(error, 'msg', error)}", name) from None
     except (RecursionError, MemoryError):

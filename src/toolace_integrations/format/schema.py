@@ -11,9 +11,7 @@ generation.
 from __future__ import annotations
 
 import json
-import keyword
 import re
-import unicodedata
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from toolace_integrations.errors import ToolSpecError
+from toolace_integrations.format.names import is_argument_name
 
 TYPE_ALIASES = {
     "dict": "object", "float": "number", "int": "integer", "str": "string",
@@ -29,20 +28,6 @@ TYPE_ALIASES = {
 """ToolACE/BFCL type names and their JSON Schema equivalents; ``any`` means no constraint."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def is_argument_name(name: object) -> bool:
-    """Whether ``name`` can be passed as ``name=value``: a Python identifier, not a keyword.
-
-    Non-ASCII identifiers such as ``año_vehiculo`` count; names Python would rewrite on parsing
-    (NFKC normalisation, e.g. ``ﬁle`` -> ``file``) do not, as the call would come back renamed.
-    """
-    return (
-        isinstance(name, str)
-        and name.isidentifier()
-        and not keyword.iskeyword(name)
-        and unicodedata.normalize("NFKC", name) == name
-    )
 
 
 def to_json_schema(node: Any) -> Any:

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from toolace_integrations.errors import ToolChoiceError, ToolSpecError
+from toolace_integrations.format.names import is_expressible_name
 from toolace_integrations.format.schema import check_parameters
 
 TOOL_NAME_PATTERN = r"[^\W\d][\w.\- ]*\w|[^\W\d]"
 """A regex for the shape of tool names (Unicode word characters joined by ``.``, ``-``, space).
 
-It serves prefix matching while streaming; :func:`is_expressible_name` is the exact check.
+It serves prefix matching while streaming;
+:func:`~toolace_integrations.format.names.is_expressible_name` is the exact check.
 """
 
-_SEPARATORS = re.compile(r"[.\- ]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -58,17 +59,6 @@ class ToolChoice:
     mode: ToolChoiceMode = "auto"
     name: str | None = None
     parallel: bool = True
-
-
-def is_expressible_name(name: str) -> bool:
-    """Whether ToolACE's call syntax can spell this tool name.
-
-    A Python identifier (``año_vehiculo`` included, by Python's own rule), or identifiers and
-    digit runs joined by single dots (``finance.npv``), hyphens (``get-weather``) or inner
-    spaces, as in ToolACE's own training data (``Market Trends API``).
-    """
-    first, *rest = _SEPARATORS.split(name)
-    return first.isidentifier() and all(part and f"_{part}".isidentifier() for part in rest)
 
 
 def normalize_tools(tools: Sequence[Mapping[str, Any]] | None) -> list[FunctionSpec]:
