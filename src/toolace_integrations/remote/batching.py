@@ -1,4 +1,4 @@
-"""Concurrent async calls to a server: gathered for a moment, then sent at once.
+"""Calls to a server sent together: concurrent async calls gathered, equal settings grouped.
 
 Calls that arrive within :data:`GATHER_WINDOW_S` of each other go to the backend's
 ``generate_batch`` together (equal settings become one list-prompt request, which costs the
@@ -9,14 +9,18 @@ not the client, decides what runs together.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from toolace_integrations.core.generation import EveryoneLeft, GenerationRequest, GenerationResult
 from toolace_integrations.core.scheduling import error_for_caller
+from toolace_integrations.remote.answer import RemoteError
 
-__all__ = ["GATHER_WINDOW_S", "RequestGatherer"]
+__all__ = ["GATHER_WINDOW_S", "RequestGatherer", "send_grouped"]
+
+logger = logging.getLogger(__name__)
 
 GATHER_WINDOW_S = 0.005
 """How long the first of several concurrent calls waits for others to share its request."""
@@ -83,3 +87,44 @@ class RequestGatherer:
             return
         for (_, _, future), result in zip(items, results, strict=True):
             future.set_result(result)
+
+
+def send_grouped(
+    requests: Sequence[GenerationRequest],
+    *,
+    key: Callable[[GenerationRequest], Hashable],
+    send_list: Callable[[Sequence[GenerationRequest]], list[GenerationResult]] | None,
+    send_one: Callable[[GenerationRequest], GenerationResult],
+    max_concurrency: int,
+) -> list[GenerationResult]:
+    """Results of ``requests`` in order: each group of equal ``key`` as one list request.
+
+    ``send_list`` (``None``: never) sends a group as one list-prompt request; a server that
+    refuses it (400/422) gets that group's prompts one by one. Single requests go concurrently,
+    at most ``max_concurrency`` at once.
+    """
+    results: dict[int, GenerationResult] = {}
+    single: list[int] = []
+    groups: dict[Hashable, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(key(request), []).append(index)
+    for indices in groups.values():
+        if send_list is None or len(indices) == 1:
+            single += indices
+            continue
+        try:
+            batch = send_list([requests[i] for i in indices])
+        except RemoteError as error:
+            if error.status not in (400, 422):
+                raise
+            logger.info("The server refused a list prompt; sending prompts one by one.")
+            single += indices
+            continue
+        results.update(zip(indices, batch, strict=True))
+    if len(single) == 1:
+        results[single[0]] = send_one(requests[single[0]])
+    elif single:
+        with ThreadPoolExecutor(max(1, min(max_concurrency, len(single)))) as pool:
+            done = pool.map(send_one, [requests[i] for i in single])
+            results.update(zip(single, done, strict=True))
+    return [results[i] for i in range(len(requests))]

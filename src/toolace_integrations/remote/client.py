@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -30,7 +30,6 @@ from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.core.generation import (
     GenerationRequest,
     GenerationResult,
-    SamplingParams,
     StreamEvent,
 )
 from toolace_integrations.errors import PromptTooLongError
@@ -44,7 +43,7 @@ from toolace_integrations.remote.answer import (
     check_grammar,
     read_completion,
 )
-from toolace_integrations.remote.batching import RequestGatherer
+from toolace_integrations.remote.batching import RequestGatherer, send_grouped
 from toolace_integrations.remote.models import (
     ServedModel,
     read_served_models,
@@ -242,31 +241,13 @@ class RemoteBackend:
 
         ``cancel`` stops the requests sent one by one; a list-prompt request runs to its end.
         """
-        results: dict[int, GenerationResult] = {}
-        single: list[int] = []
-        groups: dict[tuple[SamplingParams, str | None], list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault((request.sampling, self._grammar(request)), []).append(index)
-        for indices in groups.values():
-            if not self.batch_prompts or len(indices) == 1:
-                single += indices
-                continue
-            try:
-                batch = self._complete_list([requests[i] for i in indices])
-            except RemoteError as error:
-                if error.status not in (400, 422):
-                    raise
-                logger.info("The server refused a list prompt; sending prompts one by one.")
-                single += indices
-                continue
-            results.update(zip(indices, batch, strict=True))
-        if len(single) == 1:
-            results[single[0]] = self.generate(requests[single[0]], cancel)
-        elif single:
-            with ThreadPoolExecutor(max(1, min(self.max_concurrency, len(single)))) as pool:
-                done = pool.map(lambda r: self.generate(r, cancel), [requests[i] for i in single])
-                results.update(zip(single, done, strict=True))
-        return [results[i] for i in range(len(requests))]
+        return send_grouped(
+            requests,
+            key=lambda request: (request.sampling, self._grammar(request)),
+            send_list=self._complete_list if self.batch_prompts else None,
+            send_one=lambda request: self.generate(request, cancel),
+            max_concurrency=self.max_concurrency,
+        )
 
     def close(self) -> None:
         """Close pooled connections and threads; the backend reopens them when used again."""
