@@ -242,14 +242,24 @@ def test_a_past_call_replays_in_the_models_own_spelling(tools: list[FunctionSpec
     assert {"role": "assistant", "content": FLIGHT_CALL} in rendered
 
 
-def test_every_prefix_closes_to_a_valid_call(tools: list[FunctionSpec]) -> None:
+def test_every_honest_end_of_a_prefix_is_a_valid_call_of_the_models_values(
+    tools: list[FunctionSpec],
+) -> None:
+    """The budget closer reads reserved names: where it may end the call, what it keeps parses."""
     closer = Closer(tools, ToolChoice("named", name="search_flights"))
     text = '[search_flights(from="NYC", to="SFO", class="economy", return=True)]'
+    written = {"from": "NYC", "to": "SFO", "class": "economy", "return": True}
+    ends = 0
     for position in range(len(text) + 1):
-        closing = closer.closing()
-        assert closing is not None, text[:position]
-        out = parse_tool_calls(text[:position] + closing, tools)
-        assert [call.name for call in out.calls] == ["search_flights"], (text[:position], closing)
-        assert not out.invalid and not out.content
+        ending = closer.ending()
+        if ending is not None:
+            at, closing = ending
+            out = parse_tool_calls(text[:at] + closing, tools)
+            assert not out.invalid and not out.content, (text[:position], ending)
+            [call] = out.calls
+            assert call.name == "search_flights"
+            assert call.arguments == {k: written[k] for k in call.arguments}  # the model's own
+            ends += 1
         closer.feed(text[position : position + 1])
-    assert closer.closing() == ""
+    assert closer.ending() == (len(text), "")
+    assert ends >= 4  # after each complete value once the required ones are written
