@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from bfcl_answers import ground_truth_calls
 
 from toolace_integrations.evaluation.data import AST_CATEGORIES, Entry, load_entries
 from toolace_integrations.evaluation.scoring import Call, Verdict, check_ast, check_relevance
@@ -50,27 +51,6 @@ def bfcl_checker() -> Any:
         entry.category,
         MODEL.replace("/", "_"),
     )
-
-
-def _first(options: Any) -> Any:
-    """The first acceptable value; nested dicts (and dicts in lists) hold acceptable lists."""
-    value = options[0] if isinstance(options, list) else options
-    if isinstance(value, dict):
-        chosen = {key: _first(item) for key, item in value.items() if item != []}
-        return {key: item for key, item in chosen.items() if item != ""}
-    if isinstance(value, list):
-        return [_first([item]) for item in value]
-    return value
-
-
-def ground_truth_calls(entry: Entry) -> list[Call]:
-    """Each ground-truth call with every argument's first acceptable value (``""`` omitted)."""
-    calls: list[Call] = []
-    for answer in entry.ground_truth:
-        ((name, options),) = answer.items()
-        arguments = {key: _first(values) for key, values in options.items() if values}
-        calls.append((name, {key: value for key, value in arguments.items() if value != ""}))
-    return calls
 
 
 _WRONG_TYPES: tuple[Any, ...] = ("text", 7, 2.5, True, [1], {"k": "v"}, None)

@@ -1,0 +1,72 @@
+"""Answers written from BFCL's ground truth, for the scorer's and the runner's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+from toolace_integrations.evaluation.data import Entry, openai_tools
+from toolace_integrations.evaluation.scoring import Call
+from toolace_integrations.format.parsing import format_tool_calls
+from toolace_integrations.format.schema import to_json_schema
+from toolace_integrations.format.tools import normalize_tools
+
+
+def _first(options: Any) -> Any:
+    """The first acceptable value; nested dicts (and dicts in lists) hold acceptable lists."""
+    value = options[0] if isinstance(options, list) else options
+    if isinstance(value, dict):
+        chosen = {key: _first(item) for key, item in value.items() if item != []}
+        return {key: item for key, item in chosen.items() if item != ""}
+    if isinstance(value, list):
+        return [_first([item]) for item in value]
+    return value
+
+
+def ground_truth_calls(entry: Entry) -> list[Call]:
+    """Each ground-truth call with every argument's first acceptable value (``""`` omitted)."""
+    calls: list[Call] = []
+    for answer in entry.ground_truth:
+        ((name, options),) = answer.items()
+        arguments = {key: _first(values) for key, values in options.items() if values}
+        calls.append((name, {key: value for key, value in arguments.items() if value != ""}))
+    return calls
+
+
+def scripted_answer(entry: Entry) -> str | None:
+    """The ToolACE text answering ``entry`` right, or None when its ground truth cannot be said.
+
+    Irrelevance entries get a text answer. Ground truths that break their own schema (a value
+    outside an enum, a missing required argument) are None: the grammar would not let the model
+    write them. Arguments go in schema order, the order the grammar fixes.
+    """
+    if "irrelevance" in entry.category:
+        return "None of the functions can answer this."
+    if not entry.ground_truth:
+        return None
+    specs = {spec.name: spec for spec in normalize_tools(openai_tools(entry.functions))}
+    calls = []
+    for name, arguments in ground_truth_calls(entry):
+        spec = specs[name]
+        if set(arguments) - set(spec.properties):
+            return None
+        validator = jsonschema.Draft202012Validator(to_json_schema(spec.parameters))
+        if any(True for _ in validator.iter_errors(arguments)):
+            return None
+        calls.append((name, _in_schema_order(arguments, to_json_schema(spec.parameters))))
+    return format_tool_calls(calls)
+
+
+def _in_schema_order(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Object keys in their schema's property order (the grammar's), at every depth."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        order = {key: index for index, key in enumerate(properties)}
+        keys = sorted(value, key=lambda key: order.get(key, len(order)))
+        return {key: _in_schema_order(value[key], properties.get(key) or {}) for key in keys}
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [_in_schema_order(item, items if isinstance(items, dict) else {}) for item in value]
+    return value
