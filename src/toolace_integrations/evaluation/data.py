@@ -41,11 +41,11 @@ RELEVANCE_CATEGORIES = ("irrelevance", "live_irrelevance", "live_relevance")
 CATEGORIES = AST_CATEGORIES + RELEVANCE_CATEGORIES
 """The categories scored here, in BFCL's order."""
 
-_UNSUPPORTED = {
-    "simple_java": "its arguments are Java source in strings, judged by BFCL's Java value "
-    "converter, which this scorer does not reimplement yet",
+_UNSUPPORTED = {  # looked up by substring, first match: simple_javascript before simple_java
     "simple_javascript": "its arguments are JavaScript source in strings, judged by BFCL's "
     "JavaScript value converter, which this scorer does not reimplement yet",
+    "simple_java": "its arguments are Java source in strings, judged by BFCL's Java value "
+    "converter, which this scorer does not reimplement yet",
     "multi_turn": "multi-turn entries run tools in BFCL's simulated environments "
     "(file system, trading, travel), which only BFCL's own runner provides",
     "memory": "memory entries are agentic: they need BFCL's memory back ends",
