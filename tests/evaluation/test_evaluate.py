@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
-from bfcl_answers import scripted_answer
 
+from bfcl_answers import answerable_sample
 from reliability._hooks import steer
 from toolace_integrations.core.generation import ModelSpec
-from toolace_integrations.evaluation.data import CATEGORIES, Entry, load_entries
+from toolace_integrations.evaluation.data import CATEGORIES
 from toolace_integrations.evaluation.evaluate import evaluate, make_llm
 from toolace_integrations.evaluation.report import format_table
 from toolace_integrations.local.engine import load_engine
@@ -27,25 +27,12 @@ pytest.importorskip("xgrammar")
 SAMPLE = 3  # entries per category: every n-th schema-consistent one, spread over the file
 
 
-def _sample(per_category: int) -> list[tuple[Entry, str]]:
-    chosen: list[tuple[Entry, str]] = []
-    for category in CATEGORIES:
-        answerable = [
-            (entry, answer)
-            for entry in load_entries([category])
-            if (answer := scripted_answer(entry)) is not None
-        ]
-        step = max(1, len(answerable) // per_category)
-        chosen += answerable[::step][:per_category]
-    return chosen
-
-
 @pytest.mark.parametrize("framework", ["langchain", "llama-index"])
 def test_ground_truth_answers_score_100_percent(
     framework: str, tiny_llama3_model_path: str, tmp_path: Path
 ) -> None:
     """Every scripted right answer is bound, generated, parsed and judged right."""
-    sample = _sample(SAMPLE)
+    sample = answerable_sample(SAMPLE)
     engine = load_engine(ModelSpec(tiny_llama3_model_path))
     llm = make_llm(tiny_llama3_model_path, framework=framework)  # type: ignore[arg-type]
     out = tmp_path / "results.jsonl"

@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonschema
 
-from toolace_integrations.evaluation.data import Entry, openai_tools
+from toolace_integrations.evaluation.data import CATEGORIES, Entry, load_entries, openai_tools
 from toolace_integrations.evaluation.scoring import Call
 from toolace_integrations.format.parsing import format_tool_calls
 from toolace_integrations.format.schema import to_json_schema
@@ -70,3 +70,17 @@ def _in_schema_order(value: Any, schema: Mapping[str, Any]) -> Any:
         items = schema.get("items")
         return [_in_schema_order(item, items if isinstance(items, dict) else {}) for item in value]
     return value
+
+
+def answerable_sample(per_category: int) -> list[tuple[Entry, str]]:
+    """``per_category`` scriptable entries of each category, spread over its file, with answers."""
+    chosen: list[tuple[Entry, str]] = []
+    for category in CATEGORIES:
+        answerable = [
+            (entry, answer)
+            for entry in load_entries([category])
+            if (answer := scripted_answer(entry)) is not None
+        ]
+        step = max(1, len(answerable) // per_category)
+        chosen += answerable[::step][:per_category]
+    return chosen
