@@ -32,7 +32,7 @@ examples:
   toolace-integrations demo --evaluate 50                   # score the tiny demo model
   toolace-integrations chat                                 # type questions; 'exit' or Ctrl-D
   toolace-integrations chat --base-url http://localhost:8000/v1   # on a vLLM server
-  toolace-integrations eval --model Team-ACE/ToolACE-8B --device-map cuda   # BFCL score
+  toolace-integrations eval --model Team-ACE/ToolACE-8B     # BFCL accuracy via the adapters
 """
 _DEFAULT_QUESTIONS = ("What is 12 * 7?", "Convert 3.5 km to mi.", "Hello!")
 _TINY_NOTE = (

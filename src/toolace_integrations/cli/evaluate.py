@@ -13,7 +13,7 @@ from toolace_integrations.errors import ToolACEError
 
 _EXAMPLES = """\
 examples:
-  toolace-integrations eval --model Team-ACE/ToolACE-8B --device-map cuda
+  toolace-integrations eval --model Team-ACE/ToolACE-8B                   # GPU if present
   toolace-integrations eval --base-url http://localhost:8000/v1 --concurrency 64
   toolace-integrations eval --model /models/ToolACE-8B --categories simple_python irrelevance \\
       --limit 50 --framework llama-index --no-constrained --out plain.jsonl
@@ -89,7 +89,7 @@ def add_parser(commands: Any, at_least_one: Any) -> None:
     sub.add_argument(
         "--device-map",
         metavar="MAP",
-        help="transformers device_map for a local model, e.g. cuda or auto (default: CPU)",
+        help="transformers device_map for a local model (default: auto on CUDA, else CPU)",
     )
     sub.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the table (matplotlib)")
 

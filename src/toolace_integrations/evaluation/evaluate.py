@@ -94,8 +94,13 @@ def evaluate(
         The table's rows (categories, then BFCL's summaries) and every record of the run.
 
     Example:
+        >>> import tempfile
         >>> from toolace_integrations.evaluation.evaluate import evaluate, make_llm
-        >>> rows, records = evaluate(make_llm("Team-ACE/ToolACE-8B"))  # doctest: +SKIP
+        >>> llm = make_llm("Team-ACE/ToolACE-8B", max_new_tokens=8)
+        >>> out = f"{tempfile.mkdtemp()}/bfcl.jsonl"
+        >>> rows, records = evaluate(llm, categories=["irrelevance"], limit=2, out=out)
+        >>> [(row.name, row.entries) for row in rows]
+        [('irrelevance', 2)]
     """
     path = Path(out)
     chosen = list(entries) if entries is not None else select_entries(categories, limit)
