@@ -7,6 +7,7 @@ an interrupted run left, and argument mistakes end with one argparse line and st
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def test_eval_writes_a_record_per_entry_and_the_table(
         (["--categories", "simple_javascript"], "JavaScript value converter"),
         (["--categories", "simpel_python"], "unknown category 'simpel_python'"),
         (["--limit", "0"], "must be at least 1"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--device-map", "cuda"], "--device-map places"),
+        pytest.param(
+            ["--plot", "chart.png"],
+            "--plot needs matplotlib: pip install matplotlib",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("matplotlib") is not None, reason="matplotlib installed"
+            ),
+        ),
     ],
 )
 def test_argument_mistakes_are_one_line_and_status_2(
