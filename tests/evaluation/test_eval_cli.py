@@ -41,6 +41,9 @@ def test_eval_writes_a_record_per_entry_and_the_table(
     assert "89.27" in printed.out and f"{len(records)} entries in " in printed.out
     assert "entry/s" in printed.err or "s/entry" in printed.err  # the progress bar's rate
 
+    with pytest.raises(SystemExit) as exit_info:  # a finished run is not overwritten
+        _eval(tiny_llama3_model_path, out)
+    assert exit_info.value.code == 2 and "add --resume" in capsys.readouterr().err
     kept = out.read_text().splitlines()[:-3]
     out.write_text("\n".join(kept) + "\n" + '{"id": "cut mid-li')  # an interrupted run
     assert _eval(tiny_llama3_model_path, out, "--resume") == 0

@@ -73,7 +73,8 @@ def add_parser(commands: Any, at_least_one: Any) -> None:
         type=Path,
         default=Path("bfcl-results.jsonl"),
         metavar="FILE",
-        help="JSONL results, one record per entry (bfcl-results.jsonl)",
+        help="JSONL results, one record per entry; must be new unless --resume "
+        "(bfcl-results.jsonl)",
     )
     sub.add_argument(
         "--resume", action="store_true", help="keep the records in --out; ask only the rest"
@@ -107,6 +108,10 @@ def run(args: argparse.Namespace, served_model: Any) -> int:
         args.subparser.error("--device-map places a local model; --base-url uses the server's")
     if not args.model and not args.base_url:
         args.subparser.error("name the model with --model (or a server with --base-url)")
+    if args.out.exists() and not args.resume:
+        args.subparser.error(
+            f"{args.out} already holds results: add --resume, or choose another --out"
+        )
     try:
         categories = data.check_categories(args.categories or data.CATEGORIES)
         entries = select_entries(categories, args.limit)

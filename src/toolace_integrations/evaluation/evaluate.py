@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from toolace_integrations.evaluation.data import CATEGORIES, Entry, load_entries
+from toolace_integrations.evaluation.data import CATEGORIES, BFCLDataError, Entry, load_entries
 from toolace_integrations.evaluation.report import Row, summarize
 from toolace_integrations.evaluation.runner import (
     Framework,
@@ -85,13 +85,17 @@ def evaluate(
         concurrency: questions in flight at once.
         out: the JSONL results file, one record per entry, appended as entries finish.
         resume: keep the records already in ``out`` and ask only the missing entries;
-            otherwise ``out`` is started afresh.
+            otherwise ``out`` must not exist yet (hours of results are not overwritten).
         tool_choice: ``"auto"`` lets the model answer in text (irrelevance needs that).
         progress: called with each record as it is written.
         entries: these entries instead of ``categories``/``limit``.
 
     Returns:
         The table's rows (categories, then BFCL's summaries) and every record of the run.
+
+    Raises:
+        BFCLDataError: the BFCL data is missing, a category is not supported, or ``out``
+            exists and ``resume`` is false.
 
     Example:
         >>> import tempfile
@@ -108,7 +112,10 @@ def evaluate(
     if resume:
         done = read_records(path, (entry.id for entry in chosen))
     elif path.exists():
-        path.unlink()
+        raise BFCLDataError(
+            f"{path} already holds results: resume it (--resume / resume=True), or choose "
+            "another --out file"
+        )
     finished = {record.id for record in done}
     pending = [entry for entry in chosen if entry.id not in finished]
     ask = answer_function(llm, framework, tool_choice)
