@@ -72,15 +72,24 @@ def _in_schema_order(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def answerable_sample(per_category: int) -> list[tuple[Entry, str]]:
-    """``per_category`` scriptable entries of each category, spread over its file, with answers."""
+def answerable_sample(per_category: int, longest: int | None = None) -> list[tuple[Entry, str]]:
+    """``per_category`` scriptable entries of each category, spread over its file, with answers.
+
+    The k-th pick is the first scriptable entry from the k-th stretch of the file on; ``longest``
+    skips answers of more characters (generation time on CPU grows with the answer).
+    """
     chosen: list[tuple[Entry, str]] = []
     for category in CATEGORIES:
-        answerable = [
-            (entry, answer)
-            for entry in load_entries([category])
-            if (answer := scripted_answer(entry)) is not None
-        ]
-        step = max(1, len(answerable) // per_category)
-        chosen += answerable[::step][:per_category]
+        entries = load_entries([category])
+        picked: list[tuple[Entry, str]] = []
+        for start in range(0, len(entries), max(1, len(entries) // per_category)):
+            for entry in entries[start:]:
+                answer = scripted_answer(entry)
+                fits = answer is not None and (longest is None or len(answer) <= longest)
+                if answer is not None and fits and entry not in (e for e, _ in picked):
+                    picked.append((entry, answer))
+                    break
+            if len(picked) == per_category:
+                break
+        chosen += picked
     return chosen

@@ -38,7 +38,7 @@ class ScriptingProxy(Proxy):
 def test_ground_truth_answers_score_100_percent_on_vllm(
     vllm_url: str, vllm_model: str, tmp_path: Path
 ) -> None:
-    sample = answerable_sample(2)
+    sample = answerable_sample(3, 150)
     front = ScriptingProxy(vllm_url, [answer for _, answer in sample])
     try:
         llm = make_llm(vllm_model, base_url=front.url, max_new_tokens=400)
