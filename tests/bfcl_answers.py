@@ -46,7 +46,9 @@ def scripted_answer(entry: Entry) -> str | None:
         return "None of the functions can answer this."
     if not entry.ground_truth:
         return None
-    specs = {spec.name: spec for spec in normalize_tools(openai_tools(entry.functions))}
+    specs = {
+        spec.name: spec for spec in normalize_tools(openai_tools(entry.functions, entry.category))
+    }
     calls = []
     for name, arguments in ground_truth_calls(entry):
         spec = specs[name]

@@ -17,6 +17,8 @@ def _records(category: str, correct: int, total: int) -> list[Record]:
 
 SCORES = {  # category: (correct, entries)
     "simple_python": (1, 2),
+    "simple_java": (1, 1),
+    "simple_javascript": (0, 3),
     "multiple": (1, 1),
     "parallel": (0, 4),
     "parallel_multiple": (3, 4),
@@ -34,12 +36,13 @@ def test_summary_rows_weight_as_bfcl_does() -> None:
     """Non-live AST and irrelevance are unweighted means; live AST weighs by entry count."""
     records = [r for category, (c, n) in SCORES.items() for r in _records(category, c, n)]
     rows = {row.name: row for row in summarize(records)}
-    assert rows["non-live AST"].accuracy == pytest.approx((50 + 100 + 0 + 75) / 4)
+    simple = (50 + 100 + 0) / 3
+    assert rows["non-live AST"].accuracy == pytest.approx((simple + 100 + 0 + 75) / 4)
     assert rows["live AST"].accuracy == pytest.approx(100 * (3 + 1 + 0 + 2) / (4 + 1 + 5 + 2))
     assert rows["irrelevance overall"].accuracy == pytest.approx((25 + 100) / 2)
     assert rows["relevance overall"].accuracy == pytest.approx(25)
     table = format_table(list(rows.values()))
-    assert "non-live AST                  11    56.25%   89.27" in table
+    assert "non-live AST                  15    56.25%   89.27" in table
     assert "\nirrelevance                    4    25.00%        \n" in table  # no paper figure
 
 

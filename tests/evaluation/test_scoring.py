@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bfcl_answers import ground_truth_calls
 
+from bfcl_answers import ground_truth_calls
 from toolace_integrations.evaluation.data import AST_CATEGORIES, Entry, load_entries
 from toolace_integrations.evaluation.scoring import Call, Verdict, check_ast, check_relevance
 
@@ -47,7 +47,9 @@ def bfcl_checker() -> Any:
         list(entry.functions),
         [{name: dict(arguments)} for name, arguments in calls],
         list(entry.ground_truth),
-        Language.PYTHON,
+        {"simple_java": Language.JAVA, "simple_javascript": Language.JAVASCRIPT}.get(
+            entry.category, Language.PYTHON
+        ),
         entry.category,
         MODEL.replace("/", "_"),
     )

@@ -29,6 +29,8 @@ __all__ = [
 INSTALL = 'pip install --no-deps "bfcl-eval==2026.3.23"'
 AST_CATEGORIES = (
     "simple_python",
+    "simple_java",
+    "simple_javascript",
     "multiple",
     "parallel",
     "parallel_multiple",
@@ -41,11 +43,7 @@ RELEVANCE_CATEGORIES = ("irrelevance", "live_irrelevance", "live_relevance")
 CATEGORIES = AST_CATEGORIES + RELEVANCE_CATEGORIES
 """The categories scored here, in BFCL's order."""
 
-_UNSUPPORTED = {  # looked up by substring, first match: simple_javascript before simple_java
-    "simple_javascript": "its arguments are JavaScript source in strings, judged by BFCL's "
-    "JavaScript value converter, which this scorer does not reimplement yet",
-    "simple_java": "its arguments are Java source in strings, judged by BFCL's Java value "
-    "converter, which this scorer does not reimplement yet",
+_UNSUPPORTED = {  # looked up by substring
     "multi_turn": "multi-turn entries run tools in BFCL's simulated environments "
     "(file system, trading, travel), which only BFCL's own runner provides",
     "memory": "memory entries are agentic: they need BFCL's memory back ends",
@@ -53,7 +51,11 @@ _UNSUPPORTED = {  # looked up by substring, first match: simple_javascript befor
     "format_sensitivity": "format-sensitivity entries rewrite BFCL's own prompt, which "
     "our adapters replace with ToolACE's",
 }
-_PYTHON_HINT = " Note that the provided function is in Python 3 syntax."
+_HINTS = {
+    "python": " Note that the provided function is in Python 3 syntax.",
+    "java": " Note that the provided function is in Java 8 SDK syntax.",
+    "javascript": " Note that the provided function is in JavaScript syntax.",
+}
 _OPENAPI_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": "string"}
 
 
@@ -129,17 +131,25 @@ def load_entries(categories: Sequence[str] = CATEGORIES) -> list[Entry]:
     return entries
 
 
-def openai_tools(functions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """BFCL function documents as the OpenAI tools a user would bind.
+def openai_tools(
+    functions: Sequence[Mapping[str, Any]], category: str = "simple_python"
+) -> list[dict[str, Any]]:
+    """BFCL function documents as the OpenAI tools a user would bind, as BFCL prompts them.
 
     BFCL's types become JSON Schema's (``dict`` -> ``object``, ``float`` -> ``number``,
     ``tuple`` -> ``array``, ``any`` -> ``string``, as BFCL's own function-calling handlers map
-    them), and each description gets BFCL's Python hint, as BFCL adds it at inference.
+    them), and each description gets BFCL's language hint. In the Java and JavaScript
+    categories every parameter becomes a string of source text, its type told in its
+    description, as BFCL rewrites them at inference.
     """
+    language = _language(category)
     tools = []
     for function in functions:
-        parameters = _openapi(copy.deepcopy(dict(function["parameters"])))
-        description = function.get("description", "") + _PYTHON_HINT
+        parameters = copy.deepcopy(dict(function["parameters"]))
+        if language != "python":
+            _as_source_text(parameters.get("properties", {}), language)
+        parameters = _openapi(parameters)
+        description = function.get("description", "") + _HINTS[language]
         tools.append(
             {
                 "type": "function",
@@ -151,6 +161,37 @@ def openai_tools(functions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
             }
         )
     return tools
+
+
+def _language(category: str) -> str:
+    if "javascript" in category:
+        return "javascript"
+    return "java" if "java" in category else "python"
+
+
+def _as_source_text(properties: dict[str, Any], language: str) -> None:
+    """BFCL's Java/JavaScript rewrite: each parameter a string, its type in its description."""
+    name = "Java" if language == "java" else "JavaScript"
+    for value in properties.values():
+        kind = value["type"]
+        note = value.get("description", "")
+        if kind == "any":
+            note += f" This parameter can be of any type of {name} object in string representation."
+        else:
+            note += f" This is {name} {kind} type parameter in string representation."
+        if kind in ("ArrayList", "Array", "array") and "items" in value:
+            items = value.pop("items")["type"]
+            note += (
+                f" The list elements are of type {items}; they are not in string representation."
+            )
+        if language == "javascript" and kind == "dict" and "properties" in value:
+            schema = json.dumps(value.pop("properties"))
+            note += (
+                " The dictionary entries have the following schema; they are not in string "
+                f"representation. {schema}"
+            )
+        value["description"] = note
+        value["type"] = "string"
 
 
 def _openapi(schema: Any) -> Any:

@@ -2,10 +2,10 @@
 
 Summary rows follow ``bfcl_eval/eval_checker/eval_runner_helper.py``: non-live AST is the
 unweighted mean of simple, multiple, parallel and parallel_multiple (simple itself the mean of
-the simple categories); live AST weights its four categories by entry count; irrelevance is the
-unweighted mean of irrelevance and live_irrelevance; relevance is live_relevance (BFCL v3's
-hallucination columns, where the paper's figures come from). A summary row
-appears only when all its parts were run.
+simple_python, simple_java and simple_javascript); live AST weights its four categories by
+entry count; irrelevance is the unweighted mean of irrelevance and live_irrelevance; relevance
+is live_relevance (BFCL v3's hallucination columns, where the paper's figures come from). A
+summary row appears only when all its parts were run (BFCL shows N/A otherwise).
 """
 
 from __future__ import annotations
@@ -23,13 +23,9 @@ __all__ = ["PAPER", "Row", "format_table", "plot_table", "summarize"]
 PAPER = {"non-live AST": 89.27, "relevance overall": 85.37, "irrelevance overall": 83.81}
 """ToolACE-8B on BFCL v3 (arXiv 2409.00920, Table 2), in percent."""
 
-_SIMPLE = ("simple_python",)  # BFCL adds simple_java and simple_javascript (not scored here)
+_SIMPLE = ("simple_python", "simple_java", "simple_javascript")
 _NON_LIVE = ("multiple", "parallel", "parallel_multiple")
 _LIVE = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
-_NOTE = (
-    "simple = simple_python only: BFCL's simple also averages simple_java and "
-    "simple_javascript, which this scorer does not run."
-)
 
 
 @dataclass(frozen=True)
@@ -87,8 +83,6 @@ def format_table(rows: Sequence[Row]) -> str:
             lines.append("-" * 50)
         paper = f"{row.paper:.2f}" if row.paper is not None else ""
         lines.append(f"{row.name:<24}{row.entries:>8}{row.accuracy:>9.2f}%{paper:>8}")
-    if any(row.name == "non-live AST" for row in rows):
-        lines.append(_NOTE)
     return "\n".join(lines)
 
 

@@ -84,7 +84,7 @@ def answer_function(llm: Any, framework: Framework, tool_choice: str = "auto") -
 
 
 async def _ask_langchain(llm: Any, entry: Entry, tool_choice: str) -> Answer:
-    bound = llm.bind_tools(openai_tools(entry.functions), tool_choice=tool_choice)
+    bound = llm.bind_tools(openai_tools(entry.functions, entry.category), tool_choice=tool_choice)
     message = await bound.ainvoke([dict(message) for message in entry.messages])
     usage = message.usage_metadata or {}
     return Answer(
@@ -104,7 +104,7 @@ async def _ask_llama_index(llm: Any, entry: Entry, tool_choice: str) -> Answer:
 
     history = [ChatMessage(role=m["role"], content=m["content"]) for m in entry.messages]
     response = await llm.achat_with_tools(
-        openai_tools(entry.functions),
+        openai_tools(entry.functions, entry.category),
         chat_history=history,
         allow_parallel_tool_calls=True,
         tool_choice=tool_choice,

@@ -20,6 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from toolace_integrations.evaluation.languages import (
+    JAVA_TYPES,
+    JS_TYPES,
+    NESTED_TYPES,
+    java_value,
+    js_value,
+)
+
 __all__ = ["Call", "Verdict", "check_ast", "check_relevance"]
 
 Call = tuple[str, Mapping[str, Any]]
@@ -86,12 +94,13 @@ def check_ast(
     """
     if len(calls) != len(ground_truth):
         return Verdict(False, f"{_checker(category)}:wrong_count", "wrong number of functions")
+    language = "javascript" if "javascript" in category else "java" if "java" in category else ""
     if "parallel" in category:
-        return _parallel(functions, calls, ground_truth)
+        return _parallel(functions, calls, ground_truth, language)
     if "multiple" in category:
         expected = next(iter(ground_truth[0]))
-        return _single(_description(functions, expected), calls[0], ground_truth[0])
-    return _single(functions[0], calls[0], ground_truth[0])
+        return _single(_description(functions, expected), calls[0], ground_truth[0], language)
+    return _single(functions[0], calls[0], ground_truth[0], language)
 
 
 def _checker(category: str) -> str:
@@ -109,6 +118,7 @@ def _parallel(
     functions: Sequence[Mapping[str, Any]],
     calls: Sequence[Call],
     ground_truth: Sequence[Mapping[str, Mapping[str, list[Any]]]],
+    language: str,
 ) -> Verdict:
     matched: set[int] = set()
     for index, answer in enumerate(ground_truth):
@@ -117,7 +127,7 @@ def _parallel(
         for position, call in enumerate(calls):
             if position in matched:
                 continue
-            verdict = _single(description, call, answer)
+            verdict = _single(description, call, answer, language)
             if verdict.valid:
                 matched.add(position)
                 break
@@ -132,7 +142,10 @@ def _parallel(
 
 
 def _single(
-    description: Mapping[str, Any], call: Call, answer: Mapping[str, Mapping[str, list[Any]]]
+    description: Mapping[str, Any],
+    call: Call,
+    answer: Mapping[str, Mapping[str, list[Any]]],
+    language: str,
 ) -> Verdict:
     possible = next(iter(answer.values()))
     name, arguments = call
@@ -149,7 +162,7 @@ def _single(
     for param, value in arguments.items():
         if param not in details or param not in possible:
             return Verdict(False, f"{_SIMPLE}:unexpected_param", f"unexpected parameter {param!r}")
-        verdict = _check_value(param, value, details[param], possible[param])
+        verdict = _check_value(param, value, details[param], possible[param], language)
         if not verdict.valid:
             return verdict
     for param, options in possible.items():
@@ -160,13 +173,26 @@ def _single(
     return _VALID
 
 
-def _check_value(param: str, value: Any, detail: Mapping[str, Any], options: list[Any]) -> Verdict:
+def _check_value(
+    param: str, value: Any, detail: Mapping[str, Any], options: list[Any], language: str
+) -> Verdict:
     declared = detail["type"]
-    expected = _PYTHON_TYPES[declared]
-    nested = _PYTHON_TYPES[detail["items"]["type"]] if declared in _NESTED else None
+    if language:  # Java/JavaScript source text, read by the declared type first
+        types = JAVA_TYPES if language == "java" else JS_TYPES
+        expected = types[declared]
+        if type(value) is not str:
+            error_type = "type_error:java" if language == "java" else "type_error:js"
+            return Verdict(False, error_type, f"{param!r}: {value!r} is not source text")
+        nested_name = detail["items"]["type"] if declared in NESTED_TYPES else None
+        nested = types[nested_name] if nested_name else None
+        read = java_value if language == "java" else js_value
+        value = read(value, declared, nested_name) if nested_name else read(value, declared)
+    else:
+        expected = _PYTHON_TYPES[declared]
+        nested = _PYTHON_TYPES[detail["items"]["type"]] if declared in _NESTED else None
     if declared == "tuple" and type(value) is tuple:
         value = list(value)
-    if declared == "float" and type(value) is int:
+    if not language and declared == "float" and type(value) is int:
         value = float(value)
     type_error, is_variable = _type_check(value, options, expected, nested)
     if type_error:
