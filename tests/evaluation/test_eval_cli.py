@@ -60,7 +60,7 @@ def test_eval_writes_a_record_per_entry_and_the_table(
     ("arguments", "message"),
     [
         (["--categories", "multi_turn_base"], "not supported: multi-turn entries run tools"),
-        (["--categories", "simple_javascript"], "JavaScript value converter"),
+        (["--categories", "memory_kv"], "memory entries are agentic"),
         (["--categories", "simpel_python"], "unknown category 'simpel_python'"),
         (["--limit", "0"], "must be at least 1"),
         (["--base-url", "http://127.0.0.1:9/v1", "--device-map", "cuda"], "--device-map places"),

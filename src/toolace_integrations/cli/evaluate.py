@@ -19,9 +19,9 @@ examples:
       --limit 50 --framework llama-index --no-constrained --out plain.jsonl
   toolace-integrations eval --model /models/ToolACE-8B --resume      # go on after Ctrl-C
 
-categories: simple_python multiple parallel parallel_multiple live_simple live_multiple
-  live_parallel live_parallel_multiple irrelevance live_irrelevance live_relevance
-  (simple_java, simple_javascript, multi-turn and agentic categories are not supported)
+categories: simple_python simple_java simple_javascript multiple parallel parallel_multiple
+  live_simple live_multiple live_parallel live_parallel_multiple irrelevance live_irrelevance
+  live_relevance (multi-turn and agentic categories are not supported)
 """
 
 
