@@ -25,7 +25,7 @@ pytest.importorskip("bfcl_eval")
 pytest.importorskip("xgrammar")
 
 # Entries per category (every n-th schema-consistent one, spread over its file), per adapter.
-SAMPLE = {"langchain": 3, "llama-index": 2}
+SAMPLE = {"langchain": 5, "llama-index": 3}
 LONGEST = 150  # characters of answer: CPU time grows with it (the parser's own tests go longer)
 
 
