@@ -7,6 +7,7 @@ from typing import Any
 
 import jsonschema
 
+from toolace_integrations.errors import ToolSpecError
 from toolace_integrations.evaluation.data import CATEGORIES, Entry, load_entries, openai_tools
 from toolace_integrations.evaluation.scoring import Call
 from toolace_integrations.format.parsing import format_tool_calls
@@ -40,15 +41,18 @@ def scripted_answer(entry: Entry) -> str | None:
 
     Irrelevance entries get a text answer. Ground truths that break their own schema (a value
     outside an enum, a missing required argument) are None: the grammar would not let the model
-    write them. Arguments go in schema order, the order the grammar fixes.
+    write them; so are entries whose tools the adapters refuse to bind. Arguments go in schema
+    order, the order the grammar fixes.
     """
+    try:
+        tools = normalize_tools(openai_tools(entry.functions, entry.category))
+    except ToolSpecError:  # the adapters refuse this tool set (e.g. a parameter named `from`)
+        return None
     if "irrelevance" in entry.category:
         return "None of the functions can answer this."
     if not entry.ground_truth:
         return None
-    specs = {
-        spec.name: spec for spec in normalize_tools(openai_tools(entry.functions, entry.category))
-    }
+    specs = {spec.name: spec for spec in tools}
     calls = []
     for name, arguments in ground_truth_calls(entry):
         spec = specs[name]

@@ -25,7 +25,7 @@ pytest.importorskip("bfcl_eval")
 pytest.importorskip("xgrammar")
 
 # Entries per category (every n-th schema-consistent one, spread over its file), per adapter.
-SAMPLE = {"langchain": 5, "llama-index": 3}
+SAMPLE = {"langchain": 10, "llama-index": 5}
 LONGEST = 150  # characters of answer: CPU time grows with it (the parser's own tests go longer)
 
 
