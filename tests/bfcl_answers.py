@@ -9,7 +9,7 @@ import jsonschema
 
 from toolace_integrations.errors import ToolSpecError
 from toolace_integrations.evaluation.data import CATEGORIES, Entry, load_entries, openai_tools
-from toolace_integrations.evaluation.scoring import Call
+from toolace_integrations.evaluation.scoring import Call, check_ast
 from toolace_integrations.format.parsing import format_tool_calls
 from toolace_integrations.format.schema import to_json_schema
 from toolace_integrations.format.tools import normalize_tools
@@ -41,8 +41,9 @@ def scripted_answer(entry: Entry) -> str | None:
 
     Irrelevance entries get a text answer. Ground truths that break their own schema (a value
     outside an enum, a missing required argument) are None: the grammar would not let the model
-    write them; so are entries whose tools the adapters refuse to bind. Arguments go in schema
-    order, the order the grammar fixes.
+    write them; so are entries whose tools the adapters refuse to bind, and the few whose
+    first acceptable values BFCL's own rules reject. Arguments go in schema order, the order
+    the grammar fixes.
     """
     try:
         tools = normalize_tools(openai_tools(entry.functions, entry.category))
@@ -58,11 +59,27 @@ def scripted_answer(entry: Entry) -> str | None:
         spec = specs[name]
         if set(arguments) - set(spec.properties):
             return None
-        validator = jsonschema.Draft202012Validator(to_json_schema(spec.parameters))
-        if any(True for _ in validator.iter_errors(arguments)):
+        schema = to_json_schema(spec.parameters)
+        validator = jsonschema.Draft202012Validator(schema)
+        if any(True for _ in validator.iter_errors(arguments)) or not _declared(arguments, schema):
             return None
         calls.append((name, _in_schema_order(arguments, to_json_schema(spec.parameters))))
+    if not check_ast(entry.functions, calls, entry.ground_truth, entry.category).valid:
+        return None  # BFCL itself rejects this first reading of its ground truth
     return format_tool_calls(calls)
+
+
+def _declared(value: Any, schema: Mapping[str, Any]) -> bool:
+    """Whether every object key is a declared property (the grammar allows no others)."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        if properties and set(value) - set(properties):
+            return False
+        return all(_declared(item, properties.get(key) or {}) for key, item in value.items())
+    if isinstance(value, list):
+        items = schema.get("items")
+        return all(_declared(item, items if isinstance(items, dict) else {}) for item in value)
+    return True
 
 
 def _in_schema_order(value: Any, schema: Mapping[str, Any]) -> Any:
