@@ -493,8 +493,9 @@ def test_max_new_tokens_filling_the_window_is_an_error(
     with pytest.raises(SystemExit) as exit_info:
         main(["chat", "--model", small_window_model, "--max-new-tokens", "640"])
     assert exit_info.value.code == 2
-    assert "--max-new-tokens 640 leaves no room for a prompt in the model's 640-token" in (
-        capsys.readouterr().err.splitlines()[-1]
+    assert (
+        "--max-new-tokens 640 leaves no room for a prompt in the model's 640-token"
+        in (capsys.readouterr().err.splitlines()[-1])
     )
 
 

@@ -57,9 +57,11 @@ def package_imports(path: Path) -> set[str]:
 
 def _is_module(dotted: str) -> bool:
     relative = Path(*dotted.split(".")[1:])
-    return dotted == NAME or (PACKAGE / relative).with_suffix(".py").exists() or (
-        PACKAGE / relative / "__init__.py"
-    ).exists()
+    return (
+        dotted == NAME
+        or (PACKAGE / relative).with_suffix(".py").exists()
+        or (PACKAGE / relative / "__init__.py").exists()
+    )
 
 
 def layered_modules() -> list[tuple[str, Path]]:
@@ -99,4 +101,3 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.M
         "toolace_integrations.format.parsing imports toolace_integrations.core.chat"
         " (format may not import core)"
     ]
-

@@ -87,10 +87,14 @@ def request_for(tools: list[FunctionSpec], choice: ToolChoice) -> GenerationRequ
 NAMES = ["get_time", "set_unit", "book.room", "Market Trends API", "get-weather", "f"]
 PROPERTY_SCHEMAS = st.one_of(
     st.sampled_from([{"type": "string"}, {"type": "boolean"}, {"type": "number"}]),
-    st.builds(lambda low: {"type": "integer", **({} if low is None else {"minimum": low})},
-              st.sampled_from([None, 0, 1, 18])),  # fmt: skip
-    st.builds(lambda values: {"enum": values}, st.lists(st.sampled_from(["c", "f", "k"]),
-                                                        min_size=1, max_size=3, unique=True)),
+    st.builds(
+        lambda low: {"type": "integer", **({} if low is None else {"minimum": low})},
+        st.sampled_from([None, 0, 1, 18]),
+    ),  # fmt: skip
+    st.builds(
+        lambda values: {"enum": values},
+        st.lists(st.sampled_from(["c", "f", "k"]), min_size=1, max_size=3, unique=True),
+    ),
     st.just({"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[A-Z]+$"}),
 )
 
@@ -123,7 +127,7 @@ def values_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
         low = schema.get("minimum")
         return st.integers(-50 if low is None else min(low, 1), 60)
     if kind == "number":
-        return st.integers(-10**6, 10**6).map(lambda cents: cents / 100)
+        return st.integers(-(10**6), 10**6).map(lambda cents: cents / 100)
     if kind == "boolean":
         return st.booleans()
     return st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=4)
@@ -136,7 +140,7 @@ FIRSTS = st.one_of(
     st.characters(exclude_categories=("Cs",)),
 )
 TAILS = st.one_of(
-    st.text(st.one_of(st.sampled_from(list("ab `[]()=,\"1\n")), SPACE_OR_CONTROL), max_size=6),
+    st.text(st.one_of(st.sampled_from(list('ab `[]()=,"1\n')), SPACE_OR_CONTROL), max_size=6),
     st.sampled_from(["get_time()]", 'set_unit(unit="c")]', '[set_unit(unit="c")]', "`x`"]),
 )
 
@@ -165,8 +169,6 @@ def test_check_agrees_with_xgrammar_on_any_first_character(
         assert accepted <= (why is None), (text, why)
     else:
         assert (why is None) == accepted, (text, why)
-
-
 
 
 @settings(max_examples=150, deadline=None)

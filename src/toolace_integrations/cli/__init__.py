@@ -1,11 +1,13 @@
-"""The ``toolace-integrations`` command: a LangGraph agent demo and an interactive chat.
+"""The ``toolace-integrations`` command: an agent demo, an interactive chat and a BFCL eval.
 
-Both run ``langchain.agents.create_agent`` with :class:`~toolace_integrations.ChatToolACE` and
-the tools of :mod:`toolace_integrations.demo`, printing every model call (its ToolACE call text
-and the parsed calls, time and tokens), every tool result and the final answer. Without
-``--model`` they use a tiny model trained on first run on synthetic dialogs: a plumbing demo
-that only knows arithmetic and unit questions shaped like its training data. ``--base-url`` runs
-them on a vLLM server instead of in this process.
+``demo`` and ``chat`` run ``langchain.agents.create_agent`` with
+:class:`~toolace_integrations.ChatToolACE` and the tools of :mod:`toolace_integrations.demo`,
+printing every model call (its ToolACE call text and the parsed calls, time and tokens), every
+tool result and the final answer. Without ``--model`` they use a tiny model trained on first run
+on synthetic dialogs: a plumbing demo that only knows arithmetic and unit questions shaped like
+its training data. ``--base-url`` runs them on a vLLM server instead of in this process.
+``eval`` scores a model on BFCL's single-turn categories through the adapters
+(:mod:`toolace_integrations.cli.evaluate`).
 
 Mistakes in the arguments (a missing model folder, ``--max-new-tokens 0``) end the command
 with one ``error:`` line and exit status 2, as argparse reports its own; Ctrl-C ends it with one
@@ -30,6 +32,7 @@ examples:
   toolace-integrations demo --evaluate 50                   # score the tiny demo model
   toolace-integrations chat                                 # type questions; 'exit' or Ctrl-D
   toolace-integrations chat --base-url http://localhost:8000/v1   # on a vLLM server
+  toolace-integrations eval --model Team-ACE/ToolACE-8B     # BFCL accuracy via the adapters
 """
 _DEFAULT_QUESTIONS = ("What is 12 * 7?", "Convert 3.5 km to mi.", "Hello!")
 _TINY_NOTE = (
@@ -46,6 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "eval":
+        from toolace_integrations.cli import evaluate
+
+        try:
+            return evaluate.run(args, _served_model)
+        except KeyboardInterrupt:
+            print("\nInterrupted; --resume goes on from the records written.", file=sys.stderr)
+            return 130
     if args.base_url and (args.random_weights or args.retrain):
         args.subparser.error("--random-weights and --retrain build a model in this process; "
                              "--base-url uses the server's model")  # fmt: skip
@@ -91,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="{demo,chat}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,chat,eval}")
     demo = commands.add_parser(
         "demo",
         help="answer a few questions with an agent and print the transcript",
@@ -160,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="decode freely instead of constraining calls with the grammar (xgrammar)",
         )
+    from toolace_integrations.cli import evaluate
+
+    evaluate.add_parser(commands, _at_least_one)
     return parser
 
 

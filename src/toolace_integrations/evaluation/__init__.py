@@ -1,0 +1,1 @@
+"""BFCL through the adapters: data, BFCL's scoring rules, the runner and its report."""
