@@ -10,7 +10,11 @@ import pytest
 
 from doc_examples import Example, docstring_examples, markdown_examples, run
 
-REMOTE = [e for e in markdown_examples() + docstring_examples() if e.remote]
+REMOTE = [
+    e
+    for e in markdown_examples() + docstring_examples()
+    if e.remote and e.language in ("python", "doctest")  # bash blocks: see tests/test_docs.py
+]
 
 
 def test_the_vllm_examples_are_found() -> None:
