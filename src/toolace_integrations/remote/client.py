@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
-from toolace_integrations.core.budget import BudgetCloser, budget_closer
+from toolace_integrations.core.budget import BudgetCloser, budget_closer, forced
 from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.core.generation import (
     GenerationRequest,
@@ -145,6 +145,7 @@ class RemoteBackend:
         self.extra_body = dict(extra_body or {})
         self._context_window = context_window or None
         self._served: tuple[ServedModel, ...] | None = None
+        self._encoders: dict[bool, PromptEncoder] = {}
         self._client: httpx.Client | None = None
         self._gatherer: RequestGatherer | None = None
         self._lock, self._pid = threading.Lock(), os.getpid()
@@ -187,8 +188,12 @@ class RemoteBackend:
         Raises:
             ModelLoadError: the tokenizer cannot be loaded; the message says what to pass.
         """
-        names = (self.model, self.tokenizer, self.revision)
-        return served_encoder(*names, checkpoint_template, self.served_models)
+        encoder = self._encoders.get(checkpoint_template)
+        if encoder is None:  # resolved once: two first callers get the same cached encoder
+            names = (self.model, self.tokenizer, self.revision)
+            encoder = served_encoder(*names, checkpoint_template, self.served_models)
+            self._encoders[checkpoint_template] = encoder
+        return encoder
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         """The prompt the chat template renders; the same text the local engine renders."""
@@ -341,27 +346,32 @@ class RemoteBackend:
         grammar = self._grammar(requests[0])
         body = completion_body(
             self.model, prompts, sampling, max_tokens, stream=stream, grammar=grammar,
-            token_ids=self._closer(requests[0]) is not None,
+            token_ids=grammar is not None and forced(requests[0].grammar_choice),
         )  # fmt: skip
         body.update(self.extra_body)
         return prompts, body
 
     def _grammar(self, request: GenerationRequest) -> str | None:
-        if request.grammar_choice is None or self.grammar_param == "none":
+        """The grammar text sent with ``request``; built once per request, in ``_body``."""
+        choice = request.grammar_choice
+        if choice is None or not self._sends_grammar(request):
             return None
-        return tool_call_grammar(request.tools, request.grammar_choice)
+        return tool_call_grammar(request.tools, choice)
+
+    def _sends_grammar(self, request: GenerationRequest) -> bool:
+        return request.grammar_choice is not None and self.grammar_param != "none"
 
     def _check_grammar(self, request: GenerationRequest, result: GenerationResult) -> None:
         """Raise when the answer breaks the grammar the request asked the server to keep."""
         cut = result.finish_reason == "length" or bool(request.sampling.stop)  # maybe mid-call
         check_grammar(
             f"{self.base_url}/completions", result.text, request,
-            truncated=cut, grammar_sent=self._grammar(request) is not None,
+            truncated=cut, grammar_sent=self._sends_grammar(request),
         )  # fmt: skip
 
     def _closer(self, request: GenerationRequest) -> BudgetCloser | None:
         """The budget closer the local engine would use, when the server keeps the grammar."""
-        if self._grammar(request) is None:
+        if not self._sends_grammar(request):
             return None
         return budget_closer(self.prompt_encoder().tokenizer, request)
 
