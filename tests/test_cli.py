@@ -16,7 +16,8 @@ from toolace_integrations import demo
 from toolace_integrations.cli import main
 from toolace_integrations.core.encoding import PromptEncoder, load_tokenizer
 from toolace_integrations.core.generation import ModelSpec
-from toolace_integrations.format.prompt import render_messages, tool_schema_for_prompt
+from toolace_integrations.format.prompt import render_messages
+from toolace_integrations.format.tool_json import tool_schema_for_prompt
 from toolace_integrations.local.engine import load_engine
 
 

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"errors", "format"},
     "local": {"errors", "format", "core"},
     "remote": {"errors", "format", "core"},
-    "arguments": set(),
+    "arguments": {"format"},
     "settings": {"errors", "format", "core", "backends", "arguments"},
     "backends": {"errors", "format", "core", "local", "remote"},
     "langchain": {"errors", "format", "core", "settings", "backends", "arguments"},

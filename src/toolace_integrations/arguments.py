@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import SecretStr
 from typing_extensions import TypedDict
 
+from toolace_integrations.format.profiles import PromptFormat
+
 __all__ = ["ToolACEArguments"]
 
 
@@ -39,7 +41,8 @@ class ToolACEArguments(TypedDict, total=False):
     seed: int | None
     cache_implementation: str | None
     reuse_prefix: bool
-    system_template: str
+    prompt_format: PromptFormat
+    system_template: str | None
     constrained_decoding: bool
     use_checkpoint_template: bool
     context_window: int | None

@@ -38,7 +38,14 @@ from toolace_integrations.core.encoding import PromptEncoder
 from toolace_integrations.core.generation import Backend, GenerationRequest, SamplingParams
 from toolace_integrations.errors import InvalidSettingError, UnknownArgumentError
 from toolace_integrations.format.environment import read_text
-from toolace_integrations.format.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, PromptError
+from toolace_integrations.format.profiles import (
+    PROMPT_PROFILES,
+    PromptFormat,
+    PromptProfile,
+    detect_profile,
+    named_profile,
+)
+from toolace_integrations.format.prompt import Message, PromptError
 from toolace_integrations.format.tools import FunctionSpec, resolve_tool_choice
 
 __all__ = ["ToolACEArguments", "ToolACESettings"]
@@ -139,9 +146,16 @@ class ToolACESettings(BaseModel):
         description="Reuse the key/value cache of earlier prompts that share a prefix (agent "
         "steps re-send the same tools); bounded by TOOLACE_PREFIX_CACHE_ENTRIES/_BYTES.",
     )
-    system_template: str = Field(
-        default=DEFAULT_SYSTEM_TEMPLATE,
-        description="ToolACE's system prompt; '{functions}' is replaced by the tool list.",
+    prompt_format: PromptFormat = Field(
+        default="auto",
+        description="The checkpoint family's prompt: 'toolace' (ToolACE-8B), 'bfcl' (ToolACE-2-8B, "
+        "watt-tool, Llama-3.1/3.3 as BFCL scores them), 'llama3.2', 'llama4'; 'auto' reads the "
+        "checkpoint's name and tokenizer.",
+    )
+    system_template: str | None = Field(
+        default=None,
+        description="A system prompt replacing the profile's; '{functions}' is replaced by the "
+        "tool list.",
     )
     constrained_decoding: bool = Field(
         default=True, description="Constrain output to valid calls of bound tools (xgrammar)."
@@ -364,7 +378,22 @@ class ToolACESettings(BaseModel):
             system_template=self.system_template,
             constrained=self.constrained_decoding,
             checkpoint_template=self.use_checkpoint_template,
+            profile=self.prompt_profile(),
         )
+
+    def prompt_profile(self) -> PromptProfile:
+        """The prompt profile in use: ``prompt_format``'s, else the checkpoint's.
+
+        Raises:
+            ModelLoadError: the name does not tell the family and the tokenizer cannot be loaded.
+        """
+        if self.prompt_format != "auto":
+            return PROMPT_PROFILES[self.prompt_format]
+        named = named_profile([self.model, self.tokenizer or ""])
+        if named is not None:
+            return named
+        encoder = self._encoder()
+        return detect_profile([encoder.tokenizer.name_or_path], encoder.special_tokens)
 
     def _refuse_call_arguments(self, options: Mapping[str, Any]) -> None:
         """Raise for call arguments left after the adapter took the ones it knows."""

@@ -30,7 +30,8 @@ from toolace_integrations.core.scheduling import scheduler_for
 from toolace_integrations.format.grammar_text import tool_call_grammar
 from toolace_integrations.format.incremental import CallDelta, CallStream
 from toolace_integrations.format.parsing import ParsedOutput, parse_tool_calls
-from toolace_integrations.format.prompt import DEFAULT_SYSTEM_TEMPLATE, Message, render_messages
+from toolace_integrations.format.profiles import TOOLACE, PromptProfile
+from toolace_integrations.format.prompt import Message, render_messages
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
 _T = TypeVar("_T")
@@ -82,9 +83,10 @@ def build_request(
     *,
     tool_choice: ToolChoice | None = None,
     sampling: SamplingParams | None = None,
-    system_template: str = DEFAULT_SYSTEM_TEMPLATE,
+    system_template: str | None = None,
     constrained: bool = True,
     checkpoint_template: bool = False,
+    profile: PromptProfile = TOOLACE,
 ) -> GenerationRequest:
     """Render a conversation into a request; with ``constrained``, the grammar enforces choice.
 
@@ -93,14 +95,16 @@ def build_request(
         tools: The bound tools.
         tool_choice: What the model may answer with; ``None`` is ``auto``.
         sampling: Decoding settings.
-        system_template: ToolACE's system prompt with a ``{functions}`` placeholder.
+        system_template: A system prompt with a ``{functions}`` placeholder; ``None``: the
+            profile's.
         constrained: Constrain decoding to valid calls of the bound tools (needs xgrammar).
         checkpoint_template: Encode with the checkpoint's own chat template.
+        profile: The checkpoint's prompt profile.
 
     Raises:
         GrammarTooLargeError: the grammar would be too large to compile (see ``grammar``).
     """
-    rendered = render_messages(messages, tools, system_template=system_template)
+    rendered = render_messages(messages, tools, system_template=system_template, profile=profile)
     request = GenerationRequest(
         tuple(rendered),
         sampling or SamplingParams(),
@@ -108,9 +112,10 @@ def build_request(
         (tool_choice or ToolChoice()) if tools else None,
         constrained=constrained and bool(tools),
         checkpoint_template=checkpoint_template,
+        profile=profile,
     )
     if request.grammar_choice is not None:  # refused here, not on the thread that compiles
-        tool_call_grammar(request.tools, request.grammar_choice)
+        tool_call_grammar(request.tools, request.grammar_choice, wrappers=profile.call_wrappers)
     return request
 
 

@@ -19,7 +19,8 @@ from functools import lru_cache
 from typing import Any
 
 from toolace_integrations.errors import ModelLoadError
-from toolace_integrations.format.prompt import TOOLACE_CHAT_TEMPLATE, PromptError
+from toolace_integrations.format.profiles import TOOLACE, PromptProfile
+from toolace_integrations.format.prompt import PromptError
 
 _CONTENT_MARK = re.compile("\ue000(\\d+)\ue001")
 
@@ -150,13 +151,12 @@ def text_encoder(tokenizer: Any) -> TextEncoder:
 class PromptEncoder:
     """Renders role/content messages in a chat layout and encodes them safely.
 
-    The default layout is the one BFCL used when it scored ToolACE-8B
-    (:data:`~toolace_integrations.format.prompt.TOOLACE_CHAT_TEMPLATE`: plain Llama-3 headers, no
-    "Cutting Knowledge Date" lines, tool results under ``ipython``), whatever template the
-    checkpoint ships. ``use_checkpoint_template=True`` renders with the checkpoint's own
-    template instead; the ids are then exactly the tokenization of that template's rendering,
-    and a conversation whose content holds special-token text is refused (that text would
-    become control tokens).
+    The layout is the prompt profile's, passed with each call (ToolACE-8B's by default: the one
+    BFCL used when it scored it, plain Llama-3 headers, no "Cutting Knowledge Date" lines, tool
+    results under ``ipython``), whatever template the checkpoint ships.
+    ``use_checkpoint_template=True`` renders with the checkpoint's own template instead; the
+    ids are then exactly the tokenization of that template's rendering, and a conversation
+    whose content holds special-token text is refused (that text would become control tokens).
 
     Thread-safe and fork-safe without locks: it encodes through the tokenizer's
     :class:`TextEncoder` (``text``), which nothing reconfigures.
@@ -170,7 +170,8 @@ class PromptEncoder:
         self.tokenizer = tokenizer
         self.text = text_encoder(tokenizer)
         self.use_checkpoint_template = use_checkpoint_template
-        self._template = TOOLACE_CHAT_TEMPLATE
+        self.special_tokens = _special_tokens(tokenizer)
+        self._template: str | None = None
         if use_checkpoint_template:
             template = getattr(tokenizer, "chat_template", None)
             if not isinstance(template, str) or not template:
@@ -181,20 +182,24 @@ class PromptEncoder:
                 )
             self._template = template
 
-    def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+    def prompt_text(
+        self, messages: Sequence[Mapping[str, str]], profile: PromptProfile = TOOLACE
+    ) -> str:
         """The full prompt text the chat layout renders for ``messages``."""
         text: str = self.tokenizer.apply_chat_template(
             list(messages),
-            chat_template=self._template,
+            chat_template=self._template or profile.chat_template,
             tokenize=False,
             add_generation_prompt=True,
         )
         return text
 
-    def encode(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    def encode(
+        self, messages: Sequence[Mapping[str, str]], profile: PromptProfile = TOOLACE
+    ) -> list[int]:
         """Token ids of the prompt; message content never turns into control tokens.
 
-        Default layout: the template renders placeholders for each content; the template's
+        The profile's layout: the template renders placeholders for each content; the template's
         own text is tokenized with special tokens, each content with special-token text kept
         plain (:meth:`TextEncoder.content_ids`), so text such as ``<|eot_id|>`` inside a tool
         result stays plain text and cannot forge a turn. For stripped contents without
@@ -207,7 +212,7 @@ class PromptEncoder:
         if self.use_checkpoint_template:
             return self._encode_whole(messages)
         marked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
-        template_text = self.prompt_text(marked)
+        template_text = self.prompt_text(marked, profile)
         ids: list[int] = []
         position = 0
         for match in _CONTENT_MARK.finditer(template_text):
@@ -219,11 +224,7 @@ class PromptEncoder:
 
     def _encode_whole(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Tokenize the checkpoint template's own rendering, refusing forged control tokens."""
-        specials = [t for t in self.tokenizer.all_special_tokens if t] + [
-            str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
-            if getattr(t, "special", False)
-        ]  # fmt: skip
-        specials = sorted(set(specials), key=len, reverse=True)
+        specials = sorted(self.special_tokens, key=len, reverse=True)
         for index, message in enumerate(messages):
             content = message.get("content", "")
             found = [token for token in specials if token in content]
@@ -242,6 +243,13 @@ class PromptEncoder:
                 "which could forge turns; use the default layout (use_checkpoint_template=False)."
             )
         return self.text.template_ids(text)
+
+
+def _special_tokens(tokenizer: Any) -> frozenset[str]:
+    """The tokenizer's special and control tokens, as text."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    specials = [t for t in tokenizer.all_special_tokens if t]
+    return frozenset(specials + [str(t) for t in added if getattr(t, "special", False)])
 
 
 def _count(text: str, tokens: Sequence[str]) -> int:

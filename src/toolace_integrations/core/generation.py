@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from toolace_integrations.errors import ModelLoadError
+from toolace_integrations.format.profiles import TOOLACE, PromptProfile
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
 FinishReason = Literal["stop", "length"]
@@ -118,8 +119,9 @@ class GenerationRequest:
         tool_choice: What the model may answer with; ``None`` means text only (no tools).
         constrained: Enforce ``tool_choice`` over ``tools`` with the tool-call grammar.
         checkpoint_template: Encode with the checkpoint's own chat template instead of the
-            layout BFCL scored ToolACE-8B with (see
-            :class:`~toolace_integrations.core.encoding.PromptEncoder`).
+            profile's layout (see :class:`~toolace_integrations.core.encoding.PromptEncoder`).
+        profile: The checkpoint's prompt profile: the layout the messages are encoded in, the
+            call wrappers the grammar allows.
     """
 
     messages: tuple[Mapping[str, str], ...]
@@ -128,6 +130,7 @@ class GenerationRequest:
     tool_choice: ToolChoice | None = None
     constrained: bool = False
     checkpoint_template: bool = False
+    profile: PromptProfile = TOOLACE
 
     @property
     def grammar_choice(self) -> ToolChoice | None:

@@ -336,7 +336,11 @@ def max_grammar_bytes() -> int:
 
 
 def tool_call_grammar(
-    tools: Sequence[FunctionSpec], choice: ToolChoice, *, max_bytes: int | None = None
+    tools: Sequence[FunctionSpec],
+    choice: ToolChoice,
+    *,
+    max_bytes: int | None = None,
+    wrappers: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Build the EBNF grammar of the answers ``choice`` allows over ``tools``.
 
@@ -349,6 +353,8 @@ def tool_call_grammar(
         choice: What the model may answer with.
         max_bytes: Refuse grammars longer than this (UTF-8); ``None``: :func:`max_grammar_bytes`,
             ``0``: no limit.
+        wrappers: Opening and closing text the model may also write around the call list
+            (a prompt profile's ``call_wrappers``, such as Llama-4's ``<|python_start|>``).
 
     Raises:
         ToolChoiceError: ``choice`` needs a call but no tool (or not the named tool) is bound.
@@ -379,6 +385,8 @@ def tool_call_grammar(
         builder.rules["call"] = " | ".join(calls)
         builder.rules["calls"] = '"[" call (", " call)* "]"' if choice.parallel else '"[" call "]"'
         alternatives.append("calls")
+        for opening, closing in wrappers:
+            alternatives.append(f"{_quote(opening)} calls {_quote(closing)}".removesuffix(' ""'))
     if choice.mode in ("auto", "none"):
         alternatives.append(builder.use("text"))
     builder.rules["root"] = " | ".join(alternatives)

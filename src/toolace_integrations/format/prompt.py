@@ -1,12 +1,14 @@
-"""ToolACE-8B's prompt: system instructions, the tool list, and each role of a conversation.
+"""The prompt: system instructions, the tool list, and each role of a conversation.
 
-This module is the one place the prompt format lives; every adapter and backend renders through
-it. It produces role/content messages; the token layout around them is
-:data:`TOOLACE_CHAT_TEMPLATE`, applied by :class:`~toolace_integrations.core.encoding.PromptEncoder`
-whatever template the checkpoint ships (its own template is an explicit option there).
+This module is the one place conversations are rendered; every adapter and backend renders
+through it, in the :class:`~toolace_integrations.format.profiles.PromptProfile` of the
+checkpoint (ToolACE-8B's by default). It produces role/content messages; the token layout
+around them is the profile's chat template, applied by
+:class:`~toolace_integrations.core.encoding.PromptEncoder` whatever template the checkpoint
+ships (its own template is an explicit option there).
 
-Sources:
-    - Team-ACE/ToolACE-8B model card, "Usage": the system prompt below, filled with the tool list.
+Sources (the default profile; the others name theirs):
+    - Team-ACE/ToolACE-8B model card, "Usage": the system prompt, filled with the tool list.
     - ToolACE training data (Team-ACE/ToolACE on the Hub, ShareGPT format): tools as JSON objects
       ``{"name", "description", "parameters": {"type": "dict", ...}}``; tool results as
       ``[{"name": <tool>, "results": <result>}]``; answers as ``[f(a=1), g(b="x")]``.
@@ -27,32 +29,15 @@ from typing import Any, Literal
 
 from toolace_integrations.errors import ToolACEError
 from toolace_integrations.format.parsing import ToolCall, format_tool_calls
+from toolace_integrations.format.profiles import TOOLACE, PromptProfile
 from toolace_integrations.format.tools import FunctionSpec
 
-DEFAULT_SYSTEM_TEMPLATE = (
-    "You are an expert in composing functions. You are given a question and a set of possible "
-    "functions. \nBased on the question, you will need to make one or more function/tool calls "
-    "to achieve the purpose. \nIf none of the function can be used, point it out. If the given "
-    "question lacks the parameters required by the function,\nalso point it out. You should only "
-    "return the function call in tools call sections.\nIf you decide to invoke any of the "
-    "function(s), you MUST put it in the format of [func_name1(params_name1=params_value1, "
-    "params_name2=params_value2...), func_name2(params)]\n\nYou SHOULD NOT include any other "
-    "text in the response.\nHere is a list of functions in JSON format that you can invoke."
-    "\n{functions}\n\n"
-)
+DEFAULT_SYSTEM_TEMPLATE = TOOLACE.system_template
 """The model card's system prompt; ``{functions}`` is replaced by the JSON tool list."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-TOOLACE_CHAT_TEMPLATE = (
-    "{% set loop_messages = messages %}{% for message in loop_messages %}"
-    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
-    " + message['content'] | trim + '<|eot_id|>' %}"
-    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
-    "{{ content }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
-    "{% endif %}"
-)
+TOOLACE_CHAT_TEMPLATE = TOOLACE.chat_template
 """The layout BFCL used when it scored ToolACE-8B (``LlamaHandler._format_prompt``): plain
 Llama-3 headers, stripped contents, no "Cutting Knowledge Date" lines, tool results under
 ``ipython`` as sent. The default layout of every prompt."""
@@ -85,24 +70,13 @@ class PromptError(ToolACEError, ValueError):
     """A conversation that cannot be rendered (for example a result for an unknown call)."""
 
 
-def tool_schema_for_prompt(tool: FunctionSpec) -> dict[str, Any]:
-    """A tool as ToolACE's training data writes it, whatever key order the framework produced.
-
-    Keys come as ``name``, ``description``, ``parameters``; the parameters as ``type``
-    (``"dict"``), ``properties``, ``required``, then anything else; every nested schema starts
-    with its ``type``. Type names are kept as written (BFCL's ``float``/``tuple``/``any``).
-    """
-    parameters = _toolace_schema(tool.parameters)
-    parameters.setdefault("properties", {})
-    parameters.setdefault("required", [])
-    head = {key: parameters.pop(key) for key in ("type", "properties", "required")}
-    return {"name": tool.name, "description": tool.description, "parameters": head | parameters}
-
-
-def system_prompt(tools: Sequence[FunctionSpec], template: str = DEFAULT_SYSTEM_TEMPLATE) -> str:
-    """The model card's system prompt with the tool list filled in as JSON."""
-    functions = json.dumps([tool_schema_for_prompt(tool) for tool in tools], ensure_ascii=False)
-    return template.replace("{functions}", functions)
+def system_prompt(
+    tools: Sequence[FunctionSpec],
+    template: str | None = None,
+    profile: PromptProfile = TOOLACE,
+) -> str:
+    """The profile's system prompt (or ``template``) with the tool list filled in as JSON."""
+    return profile.system_prompt(tools, template)
 
 
 def join_text_blocks(texts: Iterable[str]) -> str:
@@ -118,15 +92,17 @@ def render_messages(
     messages: Sequence[Message],
     tools: Sequence[FunctionSpec] = (),
     *,
-    system_template: str = DEFAULT_SYSTEM_TEMPLATE,
+    system_template: str | None = None,
+    profile: PromptProfile = TOOLACE,
 ) -> list[dict[str, str]]:
-    """Render a conversation to the role/content messages ToolACE-8B was trained on.
+    """Render a conversation to the role/content messages of ``profile``'s checkpoints.
 
-    The ToolACE instructions and tool list open the system turn when tools are bound; the
-    system messages that open the conversation follow them in that turn. A system message
-    later in the conversation stays where it was, as a system turn of its own. Assistant calls
-    are replayed as call text, and consecutive tool results become one ``ipython`` turn.
-    Contents are stripped, as ToolACE's chat template trims them.
+    The profile's instructions and tool list open the system turn when tools are bound
+    (``system_template`` replaces its instructions); the system messages that open the
+    conversation follow them in that turn. A system message later in the conversation stays
+    where it was, as a system turn of its own. Assistant calls are replayed as call text (after
+    the profile's call prefix); tool results go back under ``ipython``, grouped or one turn
+    each as the profile says. Contents are stripped, as the chat layouts trim them.
 
     Raises:
         PromptError: a tool result answers no earlier call and carries no tool name, or a text
@@ -134,9 +110,10 @@ def render_messages(
         CallFormatError: a past call's arguments cannot be written in the call syntax.
     """
     opening = next((i for i, m in enumerate(messages) if m.role != "system"), len(messages))
-    system_parts = [system_prompt(tools, system_template)] if tools else []
-    system_parts += [m.content for m in messages[:opening]]
-    system_parts = [part.strip() for part in system_parts if part.strip()]
+    own = [m.content.strip() for m in messages[:opening] if m.content.strip()]
+    tool_prompt = profile.system_prompt(tools, system_template) if tools else ""
+    tool_prompt = tool_prompt.strip() if profile.strip_tool_prompt else tool_prompt
+    system_parts = ([tool_prompt] if tool_prompt.strip() else []) + own
     rendered: list[dict[str, str]] = []
     if system_parts:
         rendered.append({"role": "system", "content": "\n\n".join(system_parts)})
@@ -151,11 +128,16 @@ def render_messages(
             if message.content.strip():
                 rendered.append({"role": "system", "content": message.content.strip()})
             continue
-        if message.role == "tool":
+        if message.role == "tool" and profile.grouped_results:
             pending_results.append(_tool_result(message, call_names))
+        elif message.role == "tool":
+            rendered.append({"role": TOOL_RESULT_ROLE, "content": _escaped(message.content)})
         elif message.role == "assistant" and message.tool_calls:
             call_names.update({call.id: call.name for call in message.tool_calls})
-            rendered.append({"role": "assistant", "content": format_tool_calls(message.tool_calls)})
+            replay = {"role": "assistant", "content": format_tool_calls(message.tool_calls)}
+            if profile.call_prefix:
+                replay["prefix"] = profile.call_prefix
+            rendered.append(replay)
         else:
             rendered.append({"role": message.role, "content": message.content.strip()})
     if pending_results:
@@ -193,33 +175,10 @@ def _tool_result(message: Message, call_names: Mapping[str, str]) -> dict[str, A
 
 
 def _tool_results_turn(results: list[dict[str, Any]]) -> dict[str, str]:
-    r"""One ``ipython`` turn; lone surrogates in results keep their JSON escape (``\ud800``)."""
-    text = json.dumps(results, ensure_ascii=False)
-    escaped = _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-    return {"role": TOOL_RESULT_ROLE, "content": escaped}
+    """One ``ipython`` turn holding every result as ``[{"name": ..., "results": ...}]``."""
+    return {"role": TOOL_RESULT_ROLE, "content": _escaped(json.dumps(results, ensure_ascii=False))}
 
 
-_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_SCHEMA_MAPS = ("properties", "$defs", "definitions")
-
-
-def _toolace_schema(schema: Mapping[str, Any], *, top: bool = True) -> dict[str, Any]:
-    """Copy a JSON schema, dropping pydantic's ``title`` noise and spelling objects ``dict``."""
-    converted: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "title":
-            continue
-        if key == "type" and value == "object":
-            converted[key] = "dict"
-        elif key in _SCHEMA_MAPS and isinstance(value, Mapping):
-            converted[key] = {k: _toolace_schema(v, top=False) for k, v in value.items()}
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
-            converted[key] = [_toolace_schema(v, top=False) for v in value]
-        elif key in ("items", "additionalProperties") and isinstance(value, Mapping):
-            converted[key] = _toolace_schema(value, top=False)
-        else:
-            converted[key] = value
-    if top:
-        converted.setdefault("type", "dict")
-    first = [key for key in ("type", "properties", "required") if key in converted]
-    return {key: converted[key] for key in first} | converted
+def _escaped(text: str) -> str:
+    r"""``text`` with each lone surrogate written as its JSON escape (``\ud800``)."""
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)

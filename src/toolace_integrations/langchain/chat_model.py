@@ -156,7 +156,7 @@ class ChatToolACE(ToolACESettings, StructuredChatModel):
         """
         conversation = self._convert_input(messages).to_messages()
         request, _, _ = self._request(conversation, None, openai_tools(kwargs))
-        return self._encoder().prompt_text(request.messages)
+        return self._encoder().prompt_text(request.messages, request.profile)
 
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` from the checkpoint's tokenizer (loaded alone, no weights)."""
@@ -182,7 +182,8 @@ class ChatToolACE(ToolACESettings, StructuredChatModel):
             for m in messages
         ]
         request, _, _ = self._request(named, None, openai_tools({"tools": tools}))
-        return len(self._encoder().encode(request.messages)) if request.messages else 0
+        encoder = self._encoder()
+        return len(encoder.encode(request.messages, request.profile)) if request.messages else 0
 
     def bind_tools(
         self,

@@ -27,12 +27,8 @@ from pydantic import BaseModel
 from toolace_integrations.core import chat
 from toolace_integrations.errors import NoToolCallError, ToolSpecError, TruncatedOutputError
 from toolace_integrations.format.parsing import ToolCall
-from toolace_integrations.format.prompt import (
-    Message,
-    PromptError,
-    join_text_blocks,
-    tool_schema_for_prompt,
-)
+from toolace_integrations.format.prompt import Message, PromptError, join_text_blocks
+from toolace_integrations.format.tool_json import tool_schema_for_prompt
 from toolace_integrations.format.tools import FunctionSpec, normalize_tools
 
 _SKIPPED_BLOCKS = {"tool_call", "tool_call_chunk", "invalid_tool_call", "tool_use", "reasoning"}

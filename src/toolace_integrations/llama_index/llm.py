@@ -163,7 +163,7 @@ class ToolACELLM(ToolACESettings, FunctionCallingLLM):
     ) -> str:
         """The exact prompt text the model reads for ``messages`` (and ``tools``); no weights."""
         request = self._build_request(messages, {"tools": tools} if tools else {})
-        return self._encoder().prompt_text(request.messages)
+        return self._encoder().prompt_text(request.messages, request.profile)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:

@@ -48,6 +48,7 @@ from toolace_integrations.core.scheduling import (
 )
 from toolace_integrations.errors import GenerationError, ModelLoadError, PromptTooLongError
 from toolace_integrations.format.environment import read_bytes, read_count
+from toolace_integrations.format.profiles import TOOLACE, PromptProfile
 from toolace_integrations.local.decoding import RowDecoder
 from toolace_integrations.local.loading import OOM_ADVICE, load_model, stop_token_ids
 from toolace_integrations.local.prefix_cache import PrefixCache
@@ -124,13 +125,17 @@ class TransformersEngine:
         """Held while the model generates (the scheduler's model lock)."""
         return self.scheduler.model_lock
 
-    def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+    def prompt_text(
+        self, messages: Sequence[Mapping[str, str]], profile: PromptProfile = TOOLACE
+    ) -> str:
         """The full prompt text the chat template renders for ``messages``."""
-        return self.encoder.prompt_text(messages)
+        return self.encoder.prompt_text(messages, profile)
 
-    def encode(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    def encode(
+        self, messages: Sequence[Mapping[str, str]], profile: PromptProfile = TOOLACE
+    ) -> list[int]:
         """Token ids of the prompt; content never becomes control tokens (see PromptEncoder)."""
-        return self.encoder.encode(messages)
+        return self.encoder.encode(messages, profile)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -200,7 +205,7 @@ class TransformersEngine:
         events: queue.SimpleQueue[str | None] | None = None,
     ) -> Job:
         """Encode, check and compile the grammar for ``request`` (in the caller's thread)."""
-        prompt_ids = self._encoder(request).encode(request.messages)
+        prompt_ids = self._encoder(request).encode(request.messages, request.profile)
         sampling = request.sampling
         if self.context_window and len(prompt_ids) >= self.context_window:
             raise PromptTooLongError(len(prompt_ids), self.context_window, sampling.max_new_tokens)
@@ -216,7 +221,9 @@ class TransformersEngine:
             from toolace_integrations.local.grammar import tool_call_grammar
 
             grammar = self._grammar_constraint()
-            compiled = grammar.compile(tool_call_grammar(request.tools, request.grammar_choice))
+            wrappers = request.profile.call_wrappers
+            text = tool_call_grammar(request.tools, request.grammar_choice, wrappers=wrappers)
+            compiled = grammar.compile(text)
             matcher = importlib.import_module("xgrammar").GrammarMatcher(compiled)
         row = Row(prompt_ids, sampling, decoder, matcher)
         alone = sampling.cache_implementation is not None or (

@@ -25,8 +25,8 @@ from transformers.utils import logging as hf_logging
 from toolace_integrations.core.encoding import offline_advice
 from toolace_integrations.core.generation import ModelSpec
 from toolace_integrations.errors import GenerationError, ModelLoadError
+from toolace_integrations.format.profiles import END_TOKENS
 
-END_TOKENS = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
 # What from_pretrained reads of a safetensors checkpoint (transformers' file names); a repository
 # with other weight files gets them from from_pretrained itself.
 WEIGHT_FILES = (
@@ -40,7 +40,7 @@ _LOADING_QUIETLY: ContextVar[bool] = ContextVar("toolace_loading_quietly", defau
 
 
 def stop_token_ids(tokenizer: Any, model: PreTrainedModel) -> tuple[int, ...]:
-    """The model's end-of-sequence ids and the Llama-3 end tokens the tokenizer knows."""
+    """The model's end-of-sequence ids and the profiles' end tokens the tokenizer knows."""
     ids: list[int] = []
     eos = model.generation_config.eos_token_id
     ids += eos if isinstance(eos, list) else [eos] if eos is not None else []

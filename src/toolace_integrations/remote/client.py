@@ -34,6 +34,7 @@ from toolace_integrations.core.generation import (
 )
 from toolace_integrations.errors import PromptTooLongError
 from toolace_integrations.format.grammar_text import tool_call_grammar
+from toolace_integrations.format.profiles import TOOLACE, PromptProfile
 from toolace_integrations.remote.answer import (
     Answer,
     GrammarNotEnforcedError,
@@ -195,15 +196,21 @@ class RemoteBackend:
             self._encoders[checkpoint_template] = encoder
         return encoder
 
-    def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+    def prompt_text(
+        self, messages: Sequence[Mapping[str, str]], profile: PromptProfile = TOOLACE
+    ) -> str:
         """The prompt the chat template renders; the same text the local engine renders."""
-        return self.prompt_encoder().prompt_text(messages)
+        return self.prompt_encoder().prompt_text(messages, profile)
 
     def prompt_ids(
-        self, messages: Sequence[Mapping[str, str]], *, checkpoint_template: bool = False
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        checkpoint_template: bool = False,
+        profile: PromptProfile = TOOLACE,
     ) -> list[int]:
         """The prompt token ids sent to the server; the ids the local engine generates from."""
-        return self.prompt_encoder(checkpoint_template).encode(messages)
+        return self.prompt_encoder(checkpoint_template).encode(messages, profile)
 
     def stream(
         self, request: GenerationRequest, cancel: threading.Event | None = None
@@ -333,7 +340,9 @@ class RemoteBackend:
     ) -> tuple[list[list[int]], dict[str, Any]]:
         """The prompt ids and the request body; ``requests`` share sampling and grammar."""
         prompts = [
-            self.prompt_ids(r.messages, checkpoint_template=r.checkpoint_template)
+            self.prompt_ids(
+                r.messages, checkpoint_template=r.checkpoint_template, profile=r.profile
+            )
             for r in requests
         ]
         sampling = requests[0].sampling
@@ -356,7 +365,7 @@ class RemoteBackend:
         choice = request.grammar_choice
         if choice is None or not self._sends_grammar(request):
             return None
-        return tool_call_grammar(request.tools, choice)
+        return tool_call_grammar(request.tools, choice, wrappers=request.profile.call_wrappers)
 
     def _sends_grammar(self, request: GenerationRequest) -> bool:
         return request.grammar_choice is not None and self.grammar_param != "none"

