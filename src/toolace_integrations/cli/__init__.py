@@ -20,8 +20,10 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import get_args
 
 from toolace_integrations.errors import ModelLoadError, ToolACEError
+from toolace_integrations.format.profiles import PromptFormat
 
 _EXAMPLES = """\
 examples:
@@ -170,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
             "--no-grammar",
             action="store_true",
             help="decode freely instead of constraining calls with the grammar (xgrammar)",
+        )
+        sub.add_argument(
+            "--prompt-format",
+            choices=get_args(PromptFormat),
+            default="auto",
+            help="the checkpoint family's prompt (default: read from the model's name and "
+            "tokenizer)",
         )
     from toolace_integrations.cli import evaluate
 

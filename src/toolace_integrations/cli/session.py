@@ -47,6 +47,7 @@ def build_agent(model: str, args: argparse.Namespace) -> tuple[Any, Conversation
         max_tokens=args.max_new_tokens,
         temperature=None,
         constrained_decoding=constrained,
+        prompt_format=args.prompt_format,
     ).load()
     from toolace_integrations.demo import langchain_tools
 
