@@ -33,7 +33,7 @@ def test_bad_prefix_cache_values_fail_before_loading(
         raise AssertionError("loaded the model although the environment is unusable")
 
     monkeypatch.setattr(engine_module, "load_model", no_loading)
-    monkeypatch.setattr(engine_module, "load_tokenizer", no_loading)
+    monkeypatch.setattr(engine_module, "cached_encoder", no_loading)
     monkeypatch.setenv(variable, value)
     with pytest.raises(EnvironmentValueError, match=f"{variable}={value!r}.*for example"):
         TransformersEngine(ModelSpec(model=tiny_model_path))

@@ -29,7 +29,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from toolace_integrations.core.budget import budget_closer
-from toolace_integrations.core.encoding import PromptEncoder, load_tokenizer
+from toolace_integrations.core.encoding import PromptEncoder, cached_encoder
 from toolace_integrations.core.forking import reset_after_fork
 from toolace_integrations.core.generation import (
     GenerationRequest,
@@ -84,8 +84,10 @@ class TransformersEngine:
             prefix_cache_entries = read_count("TOOLACE_PREFIX_CACHE_ENTRIES", 2 * MAX_BATCH)
         if prefix_cache_bytes is None:
             prefix_cache_bytes = read_bytes("TOOLACE_PREFIX_CACHE_BYTES", 2 * 1024**3)
-        self.tokenizer = load_tokenizer(spec.model, spec.revision)
-        self.encoder = PromptEncoder(self.tokenizer)
+        # The process's one encoder of this checkpoint: the adapters count tokens and detect the
+        # prompt profile with the same tokenizer, so it is loaded (and copied) once.
+        self.encoder = cached_encoder(spec.model, spec.revision)
+        self.tokenizer = self.encoder.tokenizer
         self._template_encoder: PromptEncoder | None = None
         self.model: Any = load_model(spec)
         self.model.eval()
