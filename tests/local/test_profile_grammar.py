@@ -119,3 +119,11 @@ def test_llama32_python_tag_is_accepted_before_the_calls(
     assert llama3.accepts(LLAMA_3_2, choice, [tag, *call])
     assert not llama3.accepts(TOOLACE, choice, [tag, *call])
     assert not llama3.accepts(LLAMA_3_2, choice, [*llama3.text('[f(a="'), tag, *llama3.text('")]')])
+
+
+@pytest.mark.parametrize("choice", CHOICES[1:], ids=lambda c: c.mode)
+def test_only_the_wrapper_token_spells_the_wrapper(llama3: Vocabulary, choice: ToolChoice) -> None:
+    # The grammar marks a wrapper token's spelling with NUL; ordinary tokens must not write it.
+    [(marked, _)] = llama3.constraint.wrappers(LLAMA_3_2.call_wrappers)
+    assert marked != "<|python_tag|>"
+    assert not llama3.accepts(LLAMA_3_2, choice, llama3.text(marked + '[f(a="x")]'))

@@ -108,12 +108,8 @@ class GrammarConstraint:
         wrappers = _WRAPPERS.intersection(special.values())
         self._spelling = {text: _WRAPPER_MARK + text for text in wrappers}
         if special:
-            vocab = list(info.decoded_vocab)
-            for index, text in special.items():
-                if index < len(vocab):
-                    vocab[index] = self._spelling.get(text, "").encode()
             info = self._xgr.TokenizerInfo(
-                vocab,
+                self._respelled(info.decoded_vocab, special),
                 vocab_type=self._xgr.VocabType.RAW,
                 vocab_size=info.vocab_size,
                 stop_token_ids=list(stop),
@@ -125,6 +121,19 @@ class GrammarConstraint:
         self._lock = threading.Lock()
         self._compiling: dict[str, Future[xgrammar.CompiledGrammar]] = {}
         reset_after_fork(self)
+
+    def _respelled(self, decoded: Sequence[bytes], special: dict[int, str]) -> list[bytes]:
+        """The vocabulary's bytes with special tokens masked and wrapper tokens marked.
+
+        Ordinary tokens holding NUL are masked too (no grammar allows NUL in text or strings),
+        so that only the wrapper token itself spells a wrapper's marked spelling.
+        """
+        mark = _WRAPPER_MARK.encode()
+        vocab = [b"" if mark in token else token for token in decoded]
+        for index, text in special.items():
+            if index < len(vocab):
+                vocab[index] = self._spelling.get(text, "").encode()
+        return vocab
 
     def wrappers(self, call_wrappers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
         """A profile's ``call_wrappers`` as a grammar for this tokenizer must spell them.
