@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from toolace_integrations.core.encoding import text_encoder
 from toolace_integrations.local.engine import TransformersEngine
 
 DTYPE = "float32"
@@ -50,17 +51,25 @@ def _logits_hook(engine: TransformersEngine, edit: Callable[[torch.Tensor], None
 
 
 @contextmanager
-def steer(engine: TransformersEngine, *answers: str) -> Iterator[list[str]]:
-    """Make the model write ``answers`` verbatim, one per generation, each ended by <|eot_id|>.
+def steer(
+    engine: TransformersEngine, *answers: str | Sequence[int]
+) -> Iterator[list[str | Sequence[int]]]:
+    """Make the model write ``answers`` verbatim, one per generation, each ended by its eos.
 
-    Yields the answers still unused, so a test can check that every one was generated.
+    An answer is text (written as plain-text tokens) or token ids, which may hold control
+    tokens such as ``<|python_start|>``; the tokenizer's eos (``<|eot_id|>``, Llama-4's
+    ``<|eot|>``) ends each. Yields the answers still unused, so a test can check that every one
+    was generated.
     """
     tokenizer = engine.tokenizer
-    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    eot = tokenizer.eos_token_id
     scripts: list[list[int]] = []
     for answer in answers:
-        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        assert tokenizer.decode(ids) == answer, "the tiny tokenizer must round-trip the answer"
+        if isinstance(answer, str):
+            ids = text_encoder(tokenizer).content_ids(answer)
+            assert tokenizer.decode(ids) == answer, "the tiny tokenizer must round-trip it"
+        else:
+            ids = list(answer)
         scripts.append([*ids, eot])
     pending = list(answers)
     state: dict[str, Any] = {"script": None, "at": 0}

@@ -34,13 +34,14 @@ from toolace_integrations.format.calls import (
 )
 from toolace_integrations.format.literals import MAX_DEPTH, Reject, decodable_length, literal_value
 from toolace_integrations.format.names import is_argument_name
-from toolace_integrations.format.parsing import _parse_call
+from toolace_integrations.format.parsing import CALL_WRAPPERS, _parse_call
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
 __all__ = ["CallDelta", "CallStream"]
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.- ")
 _NAME_END = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_OPENINGS = tuple(opening for opening, _ in CALL_WRAPPERS)
 
 
 @dataclass
@@ -81,6 +82,8 @@ class CallStream:
         self.mode = "undecided"  # then "calls", "text", "bare" (a bare call) or "fence"
         self._text = ""
         self._lead = ""  # the first non-blank characters, then the last two (fence, bare name)
+        self._wrapper = ""  # the call wrapper's opening read so far (``<|python_start|>``)
+        self._wrapped = False  # a whole opening was read: what follows is decided afresh
         self._bare_call = False  # the text starts ``name(``: a bare call, held to the end
         self._stack: list[str] = []
         self._quote = ""  # the open string's delimiter
@@ -164,8 +167,14 @@ class CallStream:
     # -- deciding what the answer is ------------------------------------------------------
 
     def _decide(self, char: str, position: int) -> None:
-        """Before a call list starts: whitespace, then ``[``, a fence, a bare call or text."""
+        """Before a call list starts: whitespace, then ``[``, a fence, a bare call or text.
+
+        A call wrapper's opening (:data:`~toolace_integrations.format.parsing.CALL_WRAPPERS`)
+        may come first, as the parser reads it; the decision starts again after it.
+        """
         if self.mode == "fence" or self._bare_call or (not self._lead and char.isspace()):
+            return
+        if not self._lead and not self._wrapped and self._opens_wrapper(char):
             return
         first = not self._lead
         self._lead = (self._lead + char)[-3:]
@@ -182,6 +191,16 @@ class CallStream:
             self._bare_call = True
         elif char not in _NAME_CHARS:
             self.mode = "text"
+
+    def _opens_wrapper(self, char: str) -> bool:
+        """Whether ``char`` goes on with a wrapper's opening (text if the opening breaks off)."""
+        read = self._wrapper + char
+        if not any(opening.startswith(read) for opening in _OPENINGS):
+            if self._wrapper:
+                self.mode = "text"
+            return bool(self._wrapper)
+        self._wrapper, self._wrapped = ("", True) if read in _OPENINGS else (read, False)
+        return True
 
     # -- scanning a call list, the way parsing._split does --------------------------------
 

@@ -39,6 +39,7 @@ from toolace_integrations.format.calls import InvalidCall, ParsedOutput, ToolCal
 from toolace_integrations.format.formatting import format_tool_calls
 from toolace_integrations.format.literals import MAX_DEPTH, PARSE_LOCK, Reject, literal, string_end
 from toolace_integrations.format.names import is_expressible_name, mask_reserved_names
+from toolace_integrations.format.profiles import PROMPT_PROFILES
 from toolace_integrations.format.schema import to_json_schema
 from toolace_integrations.format.tools import FunctionSpec, normalize_tools
 from toolace_integrations.format.validation import (
@@ -50,6 +51,7 @@ from toolace_integrations.format.validation import (
 )
 
 __all__ = [
+    "CALL_WRAPPERS",
     "MAX_INPUT_CHARS",
     "InvalidCall",
     "ParsedOutput",
@@ -64,7 +66,8 @@ MAX_INPUT_CHARS = 1_000_000
 
 _MAX_CALLS = 1000
 _FENCE, _AT_END = "```", " at the end of the output"
-_PYTHON_TAG, _PYTHON_START, _PYTHON_END = "<|python_tag|>", "<|python_start|>", "<|python_end|>"
+CALL_WRAPPERS = tuple(dict.fromkeys(w for p in PROMPT_PROFILES.values() for w in p.call_wrappers))
+"""Every profile's call wrappers (opening, closing): a call list may come inside any of them."""
 _SPECIAL = re.compile(r"[\"'()\[\]{},]")
 
 
@@ -84,7 +87,7 @@ def looks_like_call_start(text: str) -> bool:
     brackets cannot be recognised early; only :func:`parse_tool_calls` finds them.
     """
     stripped = text.lstrip()
-    openers = (_FENCE, _PYTHON_TAG, _PYTHON_START)
+    openers = (_FENCE, *(opening for opening, _ in CALL_WRAPPERS))
     return stripped.startswith(("[", *openers)) or (
         stripped != "" and any(opener.startswith(stripped) for opener in openers)
     )
@@ -144,15 +147,15 @@ def _index(tools: Sequence[Mapping[str, Any] | FunctionSpec]) -> dict[str, Funct
 
 
 def _unwrap(text: str) -> tuple[str, str, bool]:
-    """Strip Llama's call tokens: ``<|python_tag|>...``, ``<|python_start|>...<|python_end|>``.
+    """Strip a call wrapper (:data:`CALL_WRAPPERS`): ``<|python_tag|>...``, Llama-4's pair.
 
-    Returns the body, the text after ``<|python_end|>``, and whether there was a wrapper.
+    Returns the body, the text after the closing token, and whether there was a wrapper.
     """
-    if text.startswith(_PYTHON_TAG):
-        return text[len(_PYTHON_TAG) :].strip(), "", True
-    if text.startswith(_PYTHON_START):
-        body, _, after = text[len(_PYTHON_START) :].partition(_PYTHON_END)
-        return body.strip(), after.strip(), True
+    for opening, closing in CALL_WRAPPERS:
+        if text.startswith(opening):
+            inner = text[len(opening) :]
+            body, _, after = inner.partition(closing) if closing else (inner, "", "")
+            return body.strip(), after.strip(), True
     return text, "", False
 
 

@@ -223,7 +223,7 @@ class TransformersEngine:
             from toolace_integrations.local.grammar import tool_call_grammar
 
             grammar = self._grammar_constraint()
-            wrappers = request.profile.call_wrappers
+            wrappers = grammar.wrappers(request.profile.call_wrappers)
             text = tool_call_grammar(request.tools, request.grammar_choice, wrappers=wrappers)
             compiled = grammar.compile(text)
             matcher = importlib.import_module("xgrammar").GrammarMatcher(compiled)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from toolace_integrations.core.forking import reset_after_fork
 from toolace_integrations.errors import GrammarUnavailableError
 from toolace_integrations.format.grammar_text import max_grammar_bytes, tool_call_grammar
+from toolace_integrations.format.parsing import CALL_WRAPPERS
 from toolace_integrations.format.tools import FunctionSpec, ToolChoice
 
 if TYPE_CHECKING:
@@ -45,7 +46,11 @@ def require_xgrammar() -> None:
     if importlib.util.find_spec("xgrammar") is None:
         raise GrammarUnavailableError(_MISSING_XGRAMMAR)
 
+
 logger = logging.getLogger(__name__)
+
+_WRAPPERS = frozenset(text for pair in CALL_WRAPPERS for text in pair if text)
+_WRAPPER_MARK = "\x00"  # strings and text never hold NUL: a wrapper token's spelling is its own
 
 
 def _import_xgrammar() -> Any:
@@ -74,7 +79,8 @@ class GrammarConstraint:
     Notes:
         On CPU xgrammar needs no ``triton`` (installing it with ``--no-deps`` works); on CUDA its
         processor masks logits with a triton kernel, which CUDA builds of torch ship with.
-        Special tokens other than the stop tokens are never allowed.
+        Special tokens other than the stop tokens are never allowed, except a call wrapper
+        token where the grammar's wrapper is spelled by :meth:`wrappers`.
 
     Raises:
         GrammarUnavailableError: xgrammar is not installed.
@@ -94,22 +100,51 @@ class GrammarConstraint:
             tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids) or None
         )
         # xgrammar reads special tokens such as <|start_header_id|> as their literal text, so they
-        # would be allowed inside strings and prose; an empty spelling makes it mask them.
+        # would be allowed inside strings and prose: an empty spelling makes it mask them. A call
+        # wrapper token gets a spelling only a grammar's wrapper can match (see ``wrappers``).
         stop = set(info.stop_token_ids)
         added = getattr(tokenizer, "added_tokens_decoder", {})
-        special = {i for i, token in added.items() if token.special and i not in stop}
+        special = {i: t.content for i, t in added.items() if t.special and i not in stop}
+        wrappers = _WRAPPERS.intersection(special.values())
+        self._spelling = {text: _WRAPPER_MARK + text for text in wrappers}
         if special:
-            encoded = [""] * info.vocab_size
-            for token, index in tokenizer.get_vocab().items():
-                if index < info.vocab_size and index not in special:
-                    encoded[index] = token
-            info = self._xgr.TokenizerInfo.from_vocab_and_metadata(encoded, info.dump_metadata())
+            info = self._xgr.TokenizerInfo(
+                self._respelled(info.decoded_vocab, special),
+                vocab_type=self._xgr.VocabType.RAW,
+                vocab_size=info.vocab_size,
+                stop_token_ids=list(stop),
+                add_prefix_space=info.add_prefix_space,
+            )
         self._compiler = self._xgr.GrammarCompiler(info, cache_enabled=False)
         self._cache: OrderedDict[str, xgrammar.CompiledGrammar] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._compiling: dict[str, Future[xgrammar.CompiledGrammar]] = {}
         reset_after_fork(self)
+
+    def _respelled(self, decoded: Sequence[bytes], special: dict[int, str]) -> list[bytes]:
+        """The vocabulary's bytes with special tokens masked and wrapper tokens marked.
+
+        Ordinary tokens holding NUL are masked too (no grammar allows NUL in text or strings),
+        so that only the wrapper token itself spells a wrapper's marked spelling.
+        """
+        mark = _WRAPPER_MARK.encode()
+        vocab = [b"" if mark in token else token for token in decoded]
+        for index, text in special.items():
+            if index < len(vocab):
+                vocab[index] = self._spelling.get(text, "").encode()
+        return vocab
+
+    def wrappers(self, call_wrappers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """A profile's ``call_wrappers`` as a grammar for this tokenizer must spell them.
+
+        A wrapper that is one special token (Llama-4's ``<|python_start|>``) is spelled so that
+        only that token matches it, and nowhere else in the grammar; other text stays as it is.
+        """
+        return tuple(
+            (self._spelling.get(opening, opening), self._spelling.get(closing, closing))
+            for opening, closing in call_wrappers
+        )
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's compiling threads, and any lock they held, are gone."""

@@ -361,11 +361,16 @@ class RemoteBackend:
         return prompts, body
 
     def _grammar(self, request: GenerationRequest) -> str | None:
-        """The grammar text sent with ``request``; built once per request, in ``_body``."""
+        """The grammar text sent with ``request``; built once per request, in ``_body``.
+
+        Without the profile's call wrappers: in a server's grammar a wrapper is text that
+        ordinary tokens can spell (a random model wrote ``<|python_start|>`` byte by byte), which
+        the answer check and the budget closer do not read as a wrapper.
+        """
         choice = request.grammar_choice
         if choice is None or not self._sends_grammar(request):
             return None
-        return tool_call_grammar(request.tools, choice, wrappers=request.profile.call_wrappers)
+        return tool_call_grammar(request.tools, choice)
 
     def _sends_grammar(self, request: GenerationRequest) -> bool:
         return request.grammar_choice is not None and self.grammar_param != "none"
