@@ -103,11 +103,17 @@ def test_llama4_wrapper_tokens_are_refused_anywhere_else(llama4: Vocabulary) -> 
     assert not llama4.accepts(LLAMA_4, auto, [header, *call])  # other specials stay masked
 
 
-def test_the_wrappers_spelled_out_are_prose_not_a_wrapper(llama4: Vocabulary) -> None:
+@pytest.mark.parametrize("profile", [LLAMA_4, TOOLACE], ids=lambda p: p.name)
+def test_the_wrappers_spelled_out_are_neither_a_wrapper_nor_text(
+    llama4: Vocabulary, profile: PromptProfile
+) -> None:
+    """The parsers read spelled-out wrapper text as calls, so the text branch must not take it
+    (it would let a call through unchecked); only the real wrapper token opens calls."""
     spelled = llama4.text('<|python_start|>[f(a="x")]<|python_end|>')
     assert llama4.id("<|python_start|>") not in spelled  # plain-text tokens
-    assert llama4.accepts(LLAMA_4, ToolChoice("auto"), spelled)  # the text branch takes prose
-    assert not llama4.accepts(LLAMA_4, ToolChoice("required"), spelled)
+    for mode in ("auto", "required"):
+        assert not llama4.accepts(profile, ToolChoice(mode), spelled)
+    assert llama4.accepts(profile, ToolChoice("auto"), llama4.text("<b>bold</b> and <| too"))
 
 
 @pytest.mark.parametrize("choice", CHOICES, ids=lambda c: c.mode)

@@ -136,7 +136,11 @@ def values_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 SPACE_OR_CONTROL = st.characters(categories=CATEGORIES)
 FIRSTS = st.one_of(
     SPACE_OR_CONTROL,
-    st.sampled_from(sorted(LEADING_SPACE) + ["[", "`", "``", "```", "```python\n", "<", "a", "é"]),
+    st.sampled_from(
+        sorted(LEADING_SPACE)
+        + ["[", "`", "``", "```", "```python\n", "<", "<|", "<|python_tag|>", "<|python_start|>"]
+        + ["<<", "a", "é"]
+    ),
     st.characters(exclude_categories=("Cs",)),
 )
 TAILS = st.one_of(

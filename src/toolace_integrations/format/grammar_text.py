@@ -16,10 +16,10 @@ Notes:
     surrogates); text excludes NUL and surrogates.
     Type names are read through :mod:`toolace_integrations.format.schema` (``dict``, ``float``,
     ``any`` ...), as the parser reads them. Recursive ``$ref`` schemas become recursive rules. In
-    ``auto``/``none`` mode the text branch only forbids a leading ``[``, code fence or
-    whitespace (all that ``str.isspace`` calls whitespace, which the parsers strip, so no call
-    hides behind it): prose may still mention a call. :func:`text_answer_problem` reads the
-    branch from the same data.
+    ``auto``/``none`` mode the text branch only forbids a leading ``[``, code fence, ``<|`` (a
+    call wrapper's opening) or whitespace (all that ``str.isspace`` calls whitespace, which the
+    parsers strip, so no call hides behind it): prose may still mention a call.
+    :func:`text_answer_problem` reads the branch from the same data.
     Compile time grows about as the square of the grammar's size (with a 128k vocabulary, 50
     tools x 200 properties, 765 KB, took 22 s and 100 x 200 took 92 s), so grammars over
     :func:`max_grammar_bytes` are refused; ``benchmarks/bench_grammar_limits.py`` measures it.
@@ -75,11 +75,14 @@ LEADING_SPACE = frozenset(
 
 # The text branch, as data both the EBNF and :func:`text_answer_problem` are made from: text
 # never holds NUL or a surrogate, and starts with neither whitespace the parsers would strip
-# (a call could hide behind it), a ``[`` nor a code fence (one or two backticks may).
+# (a call could hide behind it), a ``[``, a code fence (one or two backticks may) nor ``<|``,
+# the opening of every call wrapper (``<|python_tag|>``, ``<|python_start|>``), which the
+# parsers read as calls.
 _NEVER_IN_TEXT = (("\x00", "\x00"), ("\ud800", "\udfff"))
 _NEVER_IN_TEXT_RE = re.compile("[" + "".join(f"{lo}-{hi}" for lo, hi in _NEVER_IN_TEXT) + "]")
 _NOT_FIRST = frozenset("[`") | LEADING_SPACE
 _TICK, _MAX_TICKS = "`", 2
+_WRAPPER_OPENING = "<|"
 
 
 def _excluding(chars: frozenset[str]) -> str:
@@ -109,6 +112,8 @@ def text_answer_problem(text: str, *, complete: bool = True) -> str | None:
         return "it starts with a code fence, which the grammar forbids"
     if ticks == 0 and text[0] in _NOT_FIRST:
         return f"it starts with {text[0]!r}, which the grammar forbids (whitespace, '[')"
+    if text.startswith(_WRAPPER_OPENING):
+        return "it starts with '<|', a call wrapper's opening, which the grammar forbids in text"
     if ticks == len(text) and complete:
         return "it is only backticks, which the grammar forbids"
     return None
@@ -155,8 +160,10 @@ def _repeat(lo: int, hi: int | None) -> str:
 
 # The text branch's rule, made from the data above once _quote and _repeat exist.
 _PRIMITIVES["text"] = (
-    f"({_excluding(_NOT_FIRST)} | {_quote(_TICK)}{_repeat(1, _MAX_TICKS)}"
+    f"({_excluding(_NOT_FIRST | {_WRAPPER_OPENING[0]})} | {_quote(_TICK)}{_repeat(1, _MAX_TICKS)}"
     f" {_excluding(frozenset(_TICK))}) {_excluding(frozenset())}*"
+    f" | {_quote(_WRAPPER_OPENING[0])} ({_excluding(frozenset(_WRAPPER_OPENING[1]))}"
+    f" {_excluding(frozenset())}*)?"
 )
 
 
@@ -354,7 +361,9 @@ def tool_call_grammar(
         max_bytes: Refuse grammars longer than this (UTF-8); ``None``: :func:`max_grammar_bytes`,
             ``0``: no limit.
         wrappers: Opening and closing text the model may also write around the call list
-            (a prompt profile's ``call_wrappers``, such as Llama-4's ``<|python_start|>``).
+            (a prompt profile's ``call_wrappers``, such as Llama-4's ``<|python_start|>``); the
+            local engine passes them spelled so that only the wrapper token matches
+            (:meth:`~toolace_integrations.local.grammar.GrammarConstraint.wrappers`).
 
     Raises:
         ToolChoiceError: ``choice`` needs a call but no tool (or not the named tool) is bound.
