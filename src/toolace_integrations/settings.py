@@ -384,16 +384,21 @@ class ToolACESettings(BaseModel):
     def prompt_profile(self) -> PromptProfile:
         """The prompt profile in use: ``prompt_format``'s, else the checkpoint's.
 
+        The family is read from the checkpoint's name (on a server: the checkpoint it serves,
+        then the served name), else from its tokenizer (see
+        :func:`~toolace_integrations.format.profiles.detect_profile`).
+
         Raises:
-            ModelLoadError: the name does not tell the family and the tokenizer cannot be loaded.
+            ModelLoadError: the tokenizer is needed and cannot be loaded.
         """
         if self.prompt_format != "auto":
             return PROMPT_PROFILES[self.prompt_format]
-        named = named_profile([self.model, self.tokenizer or ""])
+        named = None if self.base_url else named_profile([self.model])
         if named is not None:
             return named
-        encoder = self._encoder()
-        return detect_profile([encoder.tokenizer.name_or_path], encoder.special_tokens)
+        encoder = self._encoder()  # on a server: its checkpoint names the family, not an alias
+        names = [encoder.tokenizer.name_or_path, self.model]
+        return detect_profile(names, encoder.special_tokens)
 
     def _refuse_call_arguments(self, options: Mapping[str, Any]) -> None:
         """Raise for call arguments left after the adapter took the ones it knows."""

@@ -306,6 +306,7 @@ def test_piecewise_ids_equal_whole_text_tokenization(
         (["meta-llama/Llama-3.2-3B-Instruct"], LLAMA_3_2),
         (["meta-llama/Llama-4-Scout-17B-16E-Instruct"], LLAMA_4),
         (["served-name", "/srv/llama_4_maverick"], LLAMA_4),
+        (["/srv/Llama-3.2-3B-Instruct", "toolace"], LLAMA_3_2),  # the served folder comes first
         (["/data/my-finetune"], TOOLACE),
     ],
 )

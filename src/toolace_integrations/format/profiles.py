@@ -215,12 +215,16 @@ _BY_NAME = (
 
 
 def named_profile(names: Iterable[str]) -> PromptProfile | None:
-    """The profile a checkpoint name in ``names`` (Hub ids, folders, served names) spells.
+    """The profile the first telling name in ``names`` (Hub ids, folders, served names) spells.
 
     ``ToolACE-2-8B``, ``watt-tool``, ``Llama-4``, ``Llama-3.2`` ...; ``None`` when none does.
     """
-    squeezed = [re.sub(r"[-_. ]", "", name.lower()) for name in names if name]
-    return next((p for key, p in _BY_NAME if any(key in name for name in squeezed)), None)
+    for name in names:
+        squeezed = re.sub(r"[-_. ]", "", name.lower())
+        found = next((profile for key, profile in _BY_NAME if key in squeezed), None)
+        if found is not None:
+            return found
+    return None
 
 
 def detect_profile(names: Iterable[str], special_tokens: Collection[str] = ()) -> PromptProfile:
