@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
@@ -151,11 +151,13 @@ def _in_schema_order(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def answerable_sample(per_category: int, longest: int | None = None) -> list[tuple[Entry, str]]:
+def answerable_sample(
+    per_category: int, keep: Callable[[Entry], bool] = lambda entry: True
+) -> list[tuple[Entry, str]]:
     """``per_category`` scriptable entries of each category, spread over its file, with answers.
 
-    The k-th pick is the first scriptable entry from the k-th stretch of the file on; ``longest``
-    skips answers of more characters (generation time on CPU grows with the answer).
+    The k-th pick is the first scriptable entry that ``keep`` accepts from the k-th stretch of
+    the file on.
     """
     chosen: list[tuple[Entry, str]] = []
     for category in CATEGORIES:
@@ -164,8 +166,7 @@ def answerable_sample(per_category: int, longest: int | None = None) -> list[tup
         for start in range(0, len(entries), max(1, len(entries) // per_category)):
             for entry in entries[start:]:
                 answer = scripted_answer(entry)
-                fits = answer is not None and (longest is None or len(answer) <= longest)
-                if answer is not None and fits and entry not in (e for e, _ in picked):
+                if answer is not None and keep(entry) and entry not in (e for e, _ in picked):
                     picked.append((entry, answer))
                     break
             if len(picked) == per_category:
