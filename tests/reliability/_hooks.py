@@ -4,8 +4,9 @@ Everything here runs the real tokenizer and the real ``generate`` of the tiny of
 The hooks sit on the model itself, so they see exactly the work the adapters make it do:
 :class:`ForwardCounter` counts forward passes (one for the prompt, then one per new token),
 :func:`steer` makes the model write given answers token by token (so we can make it emit calls
-of unbound tools or arguments that break the schema), :func:`steer_prompts` does so by prompt, so
-every row of a batch writes its own answer, :func:`never_stop` keeps it from ending
+of unbound tools or arguments that break the schema), :func:`steer_prompts` does so by prompt
+(from the engine's request preparation and logits processors), so every row of a batch writes
+its own answer, :func:`never_stop` keeps it from ending
 an answer on its own, :func:`slow_forwards` keeps it busy for a known while, and
 :func:`fail_forward` raises inside a forward pass (a simulated OOM).
 """
@@ -120,7 +121,7 @@ def steer_prompts(engine: TransformersEngine, answers: Mapping[str, str]) -> Ite
     def scripted_first(batch: Sequence[Row]) -> LogitsProcessorList:
         return LogitsProcessorList([_ScriptedRows(batch, rows), *processors(batch)])
 
-    engine.prepare = prepare_scripted  # type: ignore[method-assign]
+    engine.prepare = prepare_scripted
     engine._runner.logits_processors = scripted_first
     try:
         yield unasked
