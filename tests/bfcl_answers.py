@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
@@ -37,36 +37,92 @@ def ground_truth_calls(entry: Entry) -> list[Call]:
 
 
 def scripted_answer(entry: Entry) -> str | None:
-    """The ToolACE text answering ``entry`` right, or None when its ground truth cannot be said.
+    """The ToolACE text answering ``entry`` right, or None when its ground truth cannot be said."""
+    return script(entry)[0]
 
-    Irrelevance entries get a text answer. Ground truths that break their own schema (a value
-    outside an enum, a missing required argument) are None: the grammar would not let the model
-    write them; so are entries whose tools the adapters refuse to bind, and the few whose
-    first acceptable values BFCL's own rules reject. Arguments go in schema order, the order
-    the grammar fixes.
+
+def script(entry: Entry) -> tuple[str | None, str]:
+    """``(answer, "")`` for an entry a model can answer right, else ``(None, why not)``.
+
+    Irrelevance entries get a text answer. In the Java and JavaScript categories each value is
+    written as the source text BFCL's readers take back (``true``, ``5L``, ``new
+    ArrayList<>(Arrays.asList(1, 2))``). Ground truths that break their own schema (a value
+    outside an enum, a missing required argument, an undeclared key) cannot be written under
+    the grammar, and a few first acceptable values BFCL's own rules reject. Arguments go in
+    schema order, the order the grammar fixes.
     """
     try:
         tools = normalize_tools(openai_tools(entry.functions, entry.category))
-    except ToolSpecError:  # the adapters refuse this tool set (e.g. a parameter named `from`)
-        return None
+    except ToolSpecError as error:  # nothing in BFCL v4 today; say so if it comes back
+        return None, f"the adapters refuse its tools: {error}"
     if "irrelevance" in entry.category:
-        return "None of the functions can answer this."
+        return "None of the functions can answer this.", ""
     if not entry.ground_truth:
-        return None
+        return None, "no ground truth to script (any call counts)"
     specs = {spec.name: spec for spec in tools}
+    documents = {function["name"]: function for function in entry.functions}
     calls = []
     for name, arguments in ground_truth_calls(entry):
         spec = specs[name]
         if set(arguments) - set(spec.properties):
-            return None
+            return None, "the ground truth passes an undeclared argument"
+        if "java" in entry.category:  # simple_java, simple_javascript
+            declared = documents[name]["parameters"]["properties"]
+            language = "javascript" if "javascript" in entry.category else "java"
+            arguments = {k: _source(v, declared[k], language) for k, v in arguments.items()}
         schema = to_json_schema(spec.parameters)
         validator = jsonschema.Draft202012Validator(schema)
-        if any(True for _ in validator.iter_errors(arguments)) or not _declared(arguments, schema):
-            return None
-        calls.append((name, _in_schema_order(arguments, to_json_schema(spec.parameters))))
+        broken = next(iter(validator.iter_errors(arguments)), None)
+        if broken is not None:
+            return None, f"the ground truth breaks its schema ({broken.validator})"
+        if not _declared(arguments, schema):
+            return None, "the ground truth passes an undeclared object key"
+        calls.append((name, _in_schema_order(arguments, schema)))
     if not check_ast(entry.functions, calls, entry.ground_truth, entry.category).valid:
-        return None  # BFCL itself rejects this first reading of its ground truth
-    return format_tool_calls(calls)
+        return None, "BFCL rejects the first acceptable value it lists"
+    return format_tool_calls(calls), ""
+
+
+def _source(value: Any, declared: Mapping[str, Any], language: str) -> Any:
+    """``value`` as the Java or JavaScript source text BFCL reads back as it (others as given)."""
+    kind, items = declared["type"], (declared.get("items") or {}).get("type")
+    if isinstance(value, str) and kind not in ("ArrayList", "Array", "HashMap", "array", "dict"):
+        return value
+    if language == "java":
+        if kind == "ArrayList" and isinstance(value, list):
+            inner = ", ".join(_java_item(item, items) for item in value)
+            return f"new ArrayList<>(Arrays.asList({inner}))"
+        if kind == "Array" and isinstance(value, list):
+            inner = ", ".join(_java_item(item, items, quote=False) for item in value)
+            return f"new {items or 'Object'}[]{{{inner}}}"
+        if kind == "HashMap" and isinstance(value, dict):
+            puts = " ".join(f'put("{k}", {_java_item(item, None)});' for k, item in value.items())
+            return f"new HashMap<String, Object>() {{{{ {puts} }}}}"
+        return _java_item(value, kind, quote=False)
+    if kind == "Bigint" and isinstance(value, int):
+        return f"{value}n"
+    return _js_item(value, quote=False)
+
+
+def _java_item(value: Any, kind: str | None, *, quote: bool = True) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if quote and kind in (None, "String", "char") else value
+    suffix = {"long": "L", "float": "f"}.get(kind or "", "")
+    return f"{value}{suffix}"
+
+
+def _js_item(value: Any, *, quote: bool = True) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'" if quote else value
+    if isinstance(value, list):
+        return "[" + ", ".join(_js_item(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_js_item(item)}" for key, item in value.items()) + "}"
+    return str(value)
 
 
 def _declared(value: Any, schema: Mapping[str, Any]) -> bool:
@@ -95,11 +151,13 @@ def _in_schema_order(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def answerable_sample(per_category: int, longest: int | None = None) -> list[tuple[Entry, str]]:
+def answerable_sample(
+    per_category: int, keep: Callable[[Entry], bool] = lambda entry: True
+) -> list[tuple[Entry, str]]:
     """``per_category`` scriptable entries of each category, spread over its file, with answers.
 
-    The k-th pick is the first scriptable entry from the k-th stretch of the file on; ``longest``
-    skips answers of more characters (generation time on CPU grows with the answer).
+    The k-th pick is the first scriptable entry that ``keep`` accepts from the k-th stretch of
+    the file on.
     """
     chosen: list[tuple[Entry, str]] = []
     for category in CATEGORIES:
@@ -108,8 +166,7 @@ def answerable_sample(per_category: int, longest: int | None = None) -> list[tup
         for start in range(0, len(entries), max(1, len(entries) // per_category)):
             for entry in entries[start:]:
                 answer = scripted_answer(entry)
-                fits = answer is not None and (longest is None or len(answer) <= longest)
-                if answer is not None and fits and entry not in (e for e, _ in picked):
+                if answer is not None and keep(entry) and entry not in (e for e, _ in picked):
                     picked.append((entry, answer))
                     break
             if len(picked) == per_category:

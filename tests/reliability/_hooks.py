@@ -4,7 +4,9 @@ Everything here runs the real tokenizer and the real ``generate`` of the tiny of
 The hooks sit on the model itself, so they see exactly the work the adapters make it do:
 :class:`ForwardCounter` counts forward passes (one for the prompt, then one per new token),
 :func:`steer` makes the model write given answers token by token (so we can make it emit calls
-of unbound tools or arguments that break the schema), :func:`never_stop` keeps it from ending
+of unbound tools or arguments that break the schema), :func:`steer_prompts` does so by prompt
+(from the engine's request preparation and logits processors), so every row of a batch writes
+its own answer, :func:`never_stop` keeps it from ending
 an answer on its own, :func:`slow_forwards` keeps it busy for a known while, and
 :func:`fail_forward` raises inside a forward pass (a simulated OOM).
 """
@@ -14,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from toolace_integrations.core.encoding import text_encoder
 from toolace_integrations.local.engine import TransformersEngine
+from toolace_integrations.local.runner import Row
 
 DTYPE = "float32"
 """An explicit dtype gives these tests their own engine (the cache key differs from the default
@@ -50,6 +55,22 @@ def _logits_hook(engine: TransformersEngine, edit: Callable[[torch.Tensor], None
     return engine.model.get_output_embeddings().register_forward_hook(hook)
 
 
+def _script(engine: TransformersEngine, answer: str | Sequence[int]) -> list[int]:
+    """The token ids that write ``answer`` (text as plain-text tokens, or ids), then its eos."""
+    tokenizer = engine.tokenizer
+    if isinstance(answer, str):
+        ids = text_encoder(tokenizer).content_ids(answer)
+        assert tokenizer.decode(ids) == answer, "the tiny tokenizer must round-trip the answer"
+    else:
+        ids = list(answer)
+    return [*ids, tokenizer.eos_token_id]
+
+
+def _force(last: torch.Tensor, token: int) -> None:
+    last.fill_(-1e9)
+    last[..., token] = 1e9
+
+
 @contextmanager
 def steer(
     engine: TransformersEngine, *answers: str | Sequence[int]
@@ -58,19 +79,11 @@ def steer(
 
     An answer is text (written as plain-text tokens) or token ids, which may hold control
     tokens such as ``<|python_start|>``; the tokenizer's eos (``<|eot_id|>``, Llama-4's
-    ``<|eot|>``) ends each. Yields the answers still unused, so a test can check that every one
-    was generated.
+    ``<|eot|>``) ends each. Generations take the answers in the order they start, one at a time:
+    ask with concurrency 1 (rows of a batch would share one script). Yields the answers still
+    unused, so a test can check that every one was generated.
     """
-    tokenizer = engine.tokenizer
-    eot = tokenizer.eos_token_id
-    scripts: list[list[int]] = []
-    for answer in answers:
-        if isinstance(answer, str):
-            ids = text_encoder(tokenizer).content_ids(answer)
-            assert tokenizer.decode(ids) == answer, "the tiny tokenizer must round-trip it"
-        else:
-            ids = list(answer)
-        scripts.append([*ids, eot])
+    scripts = [_script(engine, answer) for answer in answers]
     pending = list(answers)
     state: dict[str, Any] = {"script": None, "at": 0}
 
@@ -79,9 +92,7 @@ def steer(
             assert scripts, "the model generated more answers than were scripted"
             state["script"], state["at"] = scripts.pop(0), 0
             pending.pop(0)
-        token = state["script"][state["at"]]
-        last.fill_(-1e9)
-        last[..., token] = 1e9
+        _force(last, state["script"][state["at"]])
         state["at"] += 1
         if state["at"] == len(state["script"]):
             state["script"] = None
@@ -91,6 +102,58 @@ def steer(
         yield pending
     finally:
         handle.remove()
+
+
+@contextmanager
+def steer_prompts(engine: TransformersEngine, answers: Mapping[str, str]) -> Iterator[set[str]]:
+    """Make the model answer each prompt text in ``answers`` with its answer, then <|eot_id|>.
+
+    The script follows the prompt (``engine.prompt_text`` of the request), not the order in
+    which generations start, so any concurrency works: every row of a batch is forced to its
+    own answer, before the engine's own logits processors (the tool-call grammar) run. A
+    request whose prompt has no answer fails. Yields the prompts not asked yet.
+    """
+    scripts = {prompt: _script(engine, answer) for prompt, answer in answers.items()}
+    unasked = set(answers)
+    rows: weakref.WeakKeyDictionary[Row, list[int]] = weakref.WeakKeyDictionary()
+    prepare, processors = engine.prepare, engine._runner.logits_processors
+
+    def prepare_scripted(request: Any, *args: Any) -> Any:
+        job = prepare(request, *args)
+        prompt = engine.prompt_text(request.messages)
+        assert prompt in scripts, f"no answer scripted for the prompt {prompt[-300:]!r}"
+        unasked.discard(prompt)
+        rows[job.state] = scripts[prompt]
+        return job
+
+    def scripted_first(batch: Sequence[Row]) -> LogitsProcessorList:
+        return LogitsProcessorList([_ScriptedRows(batch, rows), *processors(batch)])
+
+    engine.prepare = prepare_scripted
+    engine._runner.logits_processors = scripted_first
+    try:
+        yield unasked
+    finally:
+        del engine.prepare
+        engine._runner.logits_processors = processors
+
+
+class _ScriptedRows(LogitsProcessor):
+    """Forces each scripted row of a batch to the next token of its own script."""
+
+    def __init__(self, batch: Sequence[Row], scripts: Mapping[Row, list[int]]) -> None:
+        self.batch = batch
+        self.scripts = scripts
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        for index, row in enumerate(self.batch):
+            script = self.scripts.get(row)
+            if script is None or row.decoder.done:
+                continue
+            at = len(row.decoder.tokens)
+            assert at < len(script), "a row went on after its scripted <|eot_id|>"
+            _force(scores[index], script[at])
+        return scores
 
 
 @contextmanager

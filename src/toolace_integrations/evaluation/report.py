@@ -14,11 +14,12 @@ import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from toolace_integrations.evaluation.data import CATEGORIES, BFCLDataError
 from toolace_integrations.evaluation.runner import Record
 
-__all__ = ["PAPER", "Row", "format_table", "plot_table", "summarize"]
+__all__ = ["PAPER", "Row", "bar_chart", "format_table", "plot_table", "summarize"]
 
 PAPER = {"non-live AST": 89.27, "relevance overall": 85.37, "irrelevance overall": 83.81}
 """ToolACE-8B on BFCL v3 (arXiv 2409.00920, Table 2), in percent."""
@@ -87,20 +88,30 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 def plot_table(rows: Sequence[Row], path: Path) -> None:
-    """Draw the rows as a bar chart (with the paper's figures as markers) into ``path``.
+    """Draw the rows as a bar chart (see :func:`bar_chart`) into ``path`` (PNG, SVG, PDF...).
+
+    Raises:
+        BFCLDataError: matplotlib is not installed.
+    """
+    bar_chart(rows).savefig(path)
+
+
+def bar_chart(rows: Sequence[Row]) -> Any:
+    """A matplotlib ``Figure``: one bar per row (summaries orange), the paper's figures as marks.
+
+    Built without pyplot, so no global backend or figure registry is touched.
 
     Raises:
         BFCLDataError: matplotlib is not installed.
     """
     try:
-        matplotlib = importlib.import_module("matplotlib")
-        matplotlib.use("Agg")
-        pyplot = importlib.import_module("matplotlib.pyplot")
+        figure_module = importlib.import_module("matplotlib.figure")
     except ImportError as error:
         raise BFCLDataError(
             "--plot needs matplotlib, which is not installed: pip install matplotlib"
         ) from error
-    figure, axes = pyplot.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
+    figure = figure_module.Figure(figsize=(max(6, 0.7 * len(rows)), 4))
+    axes = figure.add_subplot()
     names = [row.name for row in rows]
     colors = ["tab:orange" if row.summary else "tab:blue" for row in rows]
     axes.bar(names, [row.accuracy for row in rows], color=colors)
@@ -112,5 +123,4 @@ def plot_table(rows: Sequence[Row], path: Path) -> None:
     axes.set_ylim(0, 100)
     axes.tick_params(axis="x", labelrotation=60)
     figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
+    return figure
