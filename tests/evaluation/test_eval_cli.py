@@ -41,6 +41,7 @@ def test_eval_writes_a_record_per_entry_and_the_table(
     for row in (*CATEGORIES, "non-live AST", "live AST", "irrelevance overall"):
         assert f"\n{row} " in printed.out
     assert "89.27" in printed.out and f"{len(records)} entries in " in printed.out
+    assert "grammar-constrained, toolace prompt;" in printed.out  # the profile detected
     assert "entry/s" in printed.err or "s/entry" in printed.err  # the progress bar's rate
     assert f"Chart: {chart}" in printed.out and chart.read_bytes().startswith(b"\x89PNG\r\n")
     rows = len(CATEGORIES) + 4  # and the summaries: non-live AST, live AST, (ir)relevance

@@ -7,9 +7,10 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from toolace_integrations.errors import ToolACEError
+from toolace_integrations.format.profiles import PromptFormat
 
 _EXAMPLES = """\
 examples:
@@ -92,6 +93,13 @@ def add_parser(commands: Any, at_least_one: Any) -> None:
         metavar="MAP",
         help="transformers device_map for a local model (default: auto on CUDA, else CPU)",
     )
+    sub.add_argument(
+        "--prompt-format",
+        choices=get_args(PromptFormat),
+        default="auto",
+        help="the checkpoint family's prompt (default: read from the model's name and "
+        "tokenizer; Team-ACE/ToolACE-2-8B gets BFCL's own prompt)",
+    )
     sub.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the table (matplotlib)")
 
 
@@ -123,12 +131,15 @@ def run(args: argparse.Namespace, served_model: Any) -> int:
             constrained=not args.no_constrained,
             max_new_tokens=args.max_new_tokens,
             device_map=args.device_map,
+            prompt_format=args.prompt_format,
         ).load()
     except ToolACEError as error:
         args.subparser.error(str(error))
     where = f" on {args.base_url}" if args.base_url else ""
     grammar = "unconstrained" if args.no_constrained else "grammar-constrained"
-    print(f"Model: {model}{where}, {args.framework}, greedy, {grammar}; {len(entries)} entries")
+    profile = llm.prompt_profile().name
+    print(f"Model: {model}{where}, {args.framework}, greedy, {grammar}, {profile} prompt; "
+          f"{len(entries)} entries")  # fmt: skip
     started = time.perf_counter()
     resumed = len(read_records(args.out, (e.id for e in entries))) if args.resume else 0
     with _Progress(len(entries), resumed) as progress:

@@ -16,6 +16,7 @@ from toolace_integrations.evaluation.runner import (
     read_records,
     run_entries,
 )
+from toolace_integrations.format.profiles import PromptFormat
 
 __all__ = ["evaluate", "make_llm", "select_entries"]
 
@@ -28,9 +29,11 @@ def make_llm(
     constrained: bool = True,
     max_new_tokens: int = 512,
     device_map: str | None = None,
+    prompt_format: PromptFormat = "auto",
 ) -> Any:
     """The adapter a user would build: greedy, constrained unless ``constrained=False``."""
     settings: dict[str, Any] = {
+        "prompt_format": prompt_format,
         "model": model,
         "base_url": base_url,
         "temperature": 0,
