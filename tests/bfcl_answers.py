@@ -12,7 +12,7 @@ from toolace_integrations.evaluation.data import CATEGORIES, Entry, load_entries
 from toolace_integrations.evaluation.scoring import Call, check_ast
 from toolace_integrations.format.parsing import format_tool_calls
 from toolace_integrations.format.schema import to_json_schema
-from toolace_integrations.format.tools import normalize_tools
+from toolace_integrations.format.tools import FunctionSpec, normalize_tools
 
 
 def _first(options: Any) -> Any:
@@ -44,12 +44,13 @@ def scripted_answer(entry: Entry) -> str | None:
 def script(entry: Entry) -> tuple[str | None, str]:
     """``(answer, "")`` for an entry a model can answer right, else ``(None, why not)``.
 
-    Irrelevance entries get a text answer. In the Java and JavaScript categories each value is
-    written as the source text BFCL's readers take back (``true``, ``5L``, ``new
-    ArrayList<>(Arrays.asList(1, 2))``). Ground truths that break their own schema (a value
-    outside an enum, a missing required argument, an undeclared key) cannot be written under
-    the grammar, and a few first acceptable values BFCL's own rules reject. Arguments go in
-    schema order, the order the grammar fixes.
+    Irrelevance entries get a text answer; live_relevance entries (no ground truth: any call
+    counts) a call of their first tool with the simplest schema-valid required values. In the
+    Java and JavaScript categories each value is written as the source text BFCL's readers take
+    back (``true``, ``5L``, ``new ArrayList<>(Arrays.asList(1, 2))``). Ground truths that break
+    their own schema (a value outside an enum, a missing required argument, an undeclared key)
+    cannot be written under the grammar, and a few first acceptable values BFCL's own rules
+    reject. Arguments go in schema order, the order the grammar fixes.
     """
     try:
         tools = normalize_tools(openai_tools(entry.functions, entry.category))
@@ -57,6 +58,8 @@ def script(entry: Entry) -> tuple[str | None, str]:
         return None, f"the adapters refuse its tools: {error}"
     if "irrelevance" in entry.category:
         return "None of the functions can answer this.", ""
+    if entry.category == "live_relevance":
+        return _relevant_call(tools[0])
     if not entry.ground_truth:
         return None, "no ground truth to script (any call counts)"
     specs = {spec.name: spec for spec in tools}
@@ -81,6 +84,25 @@ def script(entry: Entry) -> tuple[str | None, str]:
     if not check_ast(entry.functions, calls, entry.ground_truth, entry.category).valid:
         return None, "BFCL rejects the first acceptable value it lists"
     return format_tool_calls(calls), ""
+
+
+def _relevant_call(tool: FunctionSpec) -> tuple[str | None, str]:
+    """A call of ``tool`` with each required argument's simplest schema-valid value."""
+    schema = to_json_schema(tool.parameters)
+    properties = schema.get("properties") or {}
+    arguments = {key: _simplest(properties.get(key) or {}) for key in schema.get("required", [])}
+    if next(iter(jsonschema.Draft202012Validator(schema).iter_errors(arguments)), None):
+        return None, "no simple value fits its required arguments"
+    return format_tool_calls([(tool.name, _in_schema_order(arguments, schema))]), ""
+
+
+def _simplest(schema: Mapping[str, Any]) -> Any:
+    """The first enum value, else a small value of the schema's type."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    minimum = schema.get("minimum")
+    simplest = {"integer": max(1, int(minimum or 1)), "number": 1.5, "boolean": True}
+    return {**simplest, "array": [], "object": {}}.get(schema.get("type", ""), "x")
 
 
 def _source(value: Any, declared: Mapping[str, Any], language: str) -> Any:
