@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
+from reliability._hooks import one_torch_thread
 from toolace_integrations.testing import make_tiny_toolace
 
 
@@ -33,9 +33,5 @@ def _one_torch_thread() -> Iterator[None]:
     a second OpenMP thread spinning beside them made 120 scripted entries 5x slower (32 s
     against 6 s) on a 2-core box.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)

@@ -55,6 +55,18 @@ def _logits_hook(engine: TransformersEngine, edit: Callable[[torch.Tensor], None
     return engine.model.get_output_embeddings().register_forward_hook(hook)
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block (the tiny models gain nothing from more;
+    on a shared 2-core box a second OpenMP thread becomes a straggler every step waits for)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _script(engine: TransformersEngine, answer: str | Sequence[int]) -> list[int]:
     """The token ids that write ``answer`` (text as plain-text tokens, or ids), then its eos."""
     tokenizer = engine.tokenizer

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import torch
-from _hooks import DTYPE, ForwardCounter
+from _hooks import DTYPE, ForwardCounter, one_torch_thread
 
 from toolace_integrations.local.engine import ModelSpec, TransformersEngine, load_engine
 
@@ -33,9 +32,5 @@ def _one_torch_thread() -> Iterator[None]:
     The model is far too small to gain from more, and on a shared box another busy process
     makes a second OpenMP thread a straggler every parallel region waits for (10x slower).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
