@@ -359,12 +359,24 @@ def test_chat_keeps_the_conversation_and_calls_tools_in_later_turns(
     assert "3.5 km is 2.17 mi." in [m["content"] for m in second_turn]
 
 
-def test_chat_ends_on_eof(monkeypatch: pytest.MonkeyPatch, demo_model: str) -> None:
+def test_chat_ends_on_eof(
+    monkeypatch: pytest.MonkeyPatch, demo_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     def eof(prompt: str = "") -> str:
         raise EOFError
 
     monkeypatch.setattr("builtins.input", eof)
     assert main(["chat", "--model", demo_model]) == 0
+    assert "(toolace prompt)" in capsys.readouterr().out  # detected: the default family
+
+
+def test_chat_takes_another_familys_prompt(
+    monkeypatch: pytest.MonkeyPatch, demo_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _type(monkeypatch, "Hi")
+    argv = ["chat", "--model", demo_model, "--prompt-format", "llama3.2", "--max-new-tokens", "8"]
+    assert main([*argv, "--max-steps", "1"]) == 0
+    assert "(llama3.2 prompt)" in capsys.readouterr().out
 
 
 def test_random_weights_run_the_same_plumbing(capsys: pytest.CaptureFixture[str]) -> None:

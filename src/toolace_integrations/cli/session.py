@@ -53,7 +53,8 @@ def build_agent(model: str, args: argparse.Namespace) -> tuple[Any, Conversation
 
     tools = langchain_tools()
     names = ", ".join(tool.name for tool in tools)
-    print(f"Loaded in {time.perf_counter() - started:.1f} s. Tools: {names}")
+    profile = llm.prompt_profile().name
+    print(f"Loaded in {time.perf_counter() - started:.1f} s ({profile} prompt). Tools: {names}")
     size = llm._context_size()
     if not size:
         return create_agent(llm, tools), None
