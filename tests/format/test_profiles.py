@@ -236,6 +236,9 @@ def bfcl_prompt() -> Any:
     )
 
 
+RESULTS = ('{"temperature": 21, "unit": "celsius"}', "Done. \n")
+
+
 def _bfcl_entries() -> list[dict[str, Any]]:
     """Entries with one question turn; the live ones include some with their own system turn."""
     entries = []
@@ -252,7 +255,12 @@ def _bfcl_entries() -> list[dict[str, Any]]:
 def test_bfcl_profile_renders_what_bfcl_sends(
     bfcl_prompt: Any, llama3: PromptEncoder, llama4: PromptEncoder, family: str
 ) -> None:
-    """Byte for byte BFCL's prompt (ToolACE-2-8B, watt-tool), and the Llama-4 turns BFCL writes."""
+    """Byte for byte BFCL's prompt (ToolACE-2-8B, watt-tool), and the Llama-4 turns BFCL writes.
+
+    Each question goes on with two past calls of its first tool and their results, as BFCL's
+    handler appends them (``_add_assistant_message_prompting``: the answer as written;
+    ``_add_execution_results_prompting``: one ``ipython`` turn per result).
+    """
     add_system_prompt, add_language_hint, format_prompt = bfcl_prompt
     profile, encoder = (BFCL, llama3)
     if family == "Llama-4":  # BFCL's prompt in the Llama-4 profile's turns
@@ -264,9 +272,19 @@ def test_bfcl_profile_renders_what_bfcl_sends(
         theirs_messages = add_system_prompt(
             copy.deepcopy(entry["question"][0]), functions, entry["id"]
         )
+        name = functions[0]["name"]
+        theirs_messages += [
+            {"role": "assistant", "content": f"[{name}(), {name}()]"},
+            *({"role": "ipython", "content": result} for result in RESULTS),
+        ]
         handler = types.SimpleNamespace(model_name=f"meta-llama/{family}-scored")
         theirs = format_prompt(handler, theirs_messages, functions)
+        calls = (ToolCall(name, {}, id="call-1"), ToolCall(name, {}, id="call-2"))
         ours = [Message(m["role"], m["content"]) for m in entry["question"][0]]
+        ours += [
+            Message("assistant", tool_calls=calls),
+            *(Message("tool", r, tool_call_id=c.id) for r, c in zip(RESULTS, calls, strict=True)),
+        ]
         rendered = render_messages(ours, normalize_tools(functions), profile=profile)
         assert encoder.prompt_text(rendered, profile) == theirs, entry["id"]
 
