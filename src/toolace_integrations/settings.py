@@ -8,6 +8,7 @@ setting is one field here, and the two adapters cannot drift apart.
 from __future__ import annotations
 
 import difflib
+import functools
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -393,9 +394,8 @@ class ToolACESettings(BaseModel):
         """
         if self.prompt_format != "auto":
             return PROMPT_PROFILES[self.prompt_format]
-        named = None if self.base_url else named_profile([self.model])
-        if named is not None:
-            return named
+        if not self.base_url:
+            return _local_profile(self.model, self.revision)
         encoder = self._encoder()  # on a server: its checkpoint names the family, not an alias
         names = [encoder.tokenizer.name_or_path, self.model]
         return detect_profile(names, encoder.special_tokens)
@@ -414,6 +414,19 @@ class ToolACESettings(BaseModel):
         raise UnknownArgumentError(
             _unknown_message(type(self).__name__, "call argument", options, _CALL_SAMPLING)
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _local_profile(model: str, revision: str | None) -> PromptProfile:
+    """The profile of a local checkpoint, worked out once rather than on every request.
+
+    Its tokenizer is loaded only when its name does not tell the family.
+    """
+    named = named_profile([model])
+    if named is not None:
+        return named
+    encoder = prompt_encoder(model, revision)
+    return detect_profile([encoder.tokenizer.name_or_path], encoder.special_tokens)
 
 
 def require_messages(messages: Sequence[Any]) -> None:

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from reliability._hooks import DTYPE, steer
+from shirt_tool import PICK, assert_valid_pick
 from toolace_integrations.core.encoding import text_encoder
 from toolace_integrations.format.profiles import (
     BFCL,
@@ -36,26 +36,9 @@ from toolace_integrations.llama_index import ToolACELLM
 from toolace_integrations.local.engine import ModelSpec, TransformersEngine, load_engine
 from toolace_integrations.testing import make_tiny_toolace
 
-PARAMETERS = {
-    "type": "object",
-    "properties": {
-        "color": {"type": "string", "enum": ["red", "green"]},
-        "size": {"type": "string", "enum": ["S", "M", "L"]},
-    },
-    "required": ["color", "size"],
-}
-PICK = {
-    "type": "function",
-    "function": {"name": "pick", "description": "Pick a shirt.", "parameters": PARAMETERS},
-}
 CALL = '[pick(color="red", size="S")]'
 PAST = [{"color": "red", "size": "S"}, {"color": "green", "size": "M"}]
 RESULTS = ['{"stock": 3}', '{"stock": 0}']
-
-
-def _valid(name: str, arguments: dict[str, Any]) -> None:
-    assert name == "pick"
-    jsonschema.validate(arguments, PARAMETERS)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +85,7 @@ def test_langchain_forced_call(lc: ChatToolACE) -> None:
     invoked = bound.invoke("A red shirt in S, please.")
     assert isinstance(invoked, AIMessage) and invoked.tool_calls and not invoked.invalid_tool_calls
     for call in invoked.tool_calls:
-        _valid(call["name"], call["args"])
+        assert_valid_pick(call["name"], call["args"])
     chunks = list(bound.stream("A red shirt in S, please."))
     total = chunks[0]
     for chunk in chunks[1:]:
@@ -118,7 +101,7 @@ def test_llama_index_forced_call(li: ToolACELLM) -> None:
     selections = li.get_tool_calls_from_response(response)
     assert selections
     for selection in selections:
-        _valid(selection.tool_name, selection.tool_kwargs)
+        assert_valid_pick(selection.tool_name, selection.tool_kwargs)
     responses = list(
         li.stream_chat_with_tools([PICK], user_msg="A red shirt in S.", tool_choice="pick")
     )
@@ -341,4 +324,4 @@ def test_a_forced_call_through_a_folder_named_for_llama32(
     message = bound.invoke("A red shirt in S.")
     assert isinstance(message, AIMessage) and message.tool_calls and not message.invalid_tool_calls
     for call in message.tool_calls:
-        _valid(call["name"], call["args"])
+        assert_valid_pick(call["name"], call["args"])

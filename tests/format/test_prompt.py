@@ -13,12 +13,11 @@ from transformers import AutoTokenizer
 
 from bfcl_data import llama31_chat_template
 from toolace_integrations.format.parsing import ToolCall
+from toolace_integrations.format.profiles import TOOLACE
 from toolace_integrations.format.prompt import (
-    DEFAULT_SYSTEM_TEMPLATE,
     Message,
     PromptError,
     render_messages,
-    system_prompt,
 )
 from toolace_integrations.format.tools import normalize_tools
 from toolace_integrations.local.engine import ModelSpec, load_engine
@@ -42,7 +41,7 @@ WEATHER = {
 
 
 def test_system_prompt_is_the_model_cards_text_with_toolace_shaped_json() -> None:
-    text = system_prompt(normalize_tools([WEATHER]))
+    text = TOOLACE.system_prompt(normalize_tools([WEATHER]))
     expected_tools = [
         {
             "name": "get_weather",
@@ -67,7 +66,7 @@ def test_system_prompt_is_the_model_cards_text_with_toolace_shaped_json() -> Non
 
 
 def test_custom_system_template_replaces_only_the_functions_placeholder() -> None:
-    text = system_prompt(normalize_tools([WEATHER]), "Tools {x} here: {functions}")
+    text = TOOLACE.system_prompt(normalize_tools([WEATHER]), "Tools {x} here: {functions}")
     assert text.startswith('Tools {x} here: [{"name": "get_weather"')
 
 
@@ -88,7 +87,7 @@ def test_multi_turn_conversation_with_call_and_result_renders_exactly(
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     text = tokenizer.apply_chat_template(rendered, tokenize=False, add_generation_prompt=True)
 
-    system = system_prompt(tools, DEFAULT_SYSTEM_TEMPLATE).strip() + "\n\nAnswer briefly."
+    system = TOOLACE.system_prompt(tools).strip() + "\n\nAnswer briefly."
     assert text == (
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
         f"{system}<|eot_id|>"
@@ -239,7 +238,7 @@ def _key_orders(schema: Any) -> list[list[str]]:
 )
 def test_prompt_tool_json_has_toolaces_key_order(make: Any) -> None:
     (tool,) = normalize_tools([make()])
-    text = system_prompt([tool])
+    text = TOOLACE.system_prompt([tool])
     (rendered,) = json.loads(text[text.index("\n[{") : text.rindex("}]") + 2])
     assert list(rendered) == ["name", "description", "parameters"]
     assert list(rendered["parameters"])[:3] == ["type", "properties", "required"]

@@ -3,8 +3,9 @@
 The Llama-3.x profiles run on the session's server (the real Llama-3.1 tokenizer) with
 ``prompt_format`` set; Llama-4 gets one server of its own for this module, on a tiny checkpoint
 with the Llama-4 tokenizer (hidden size 128: vLLM-CPU needs a head size of 32 or more), detected
-from that tokenizer. The server constrains the answer with the profile's grammar (Llama-4's
-call wrappers included) and gets exactly the token ids the local encoder makes.
+from that tokenizer. The server constrains the answer with the tool-call grammar (without the
+call wrappers, which ordinary tokens could spell there) and gets exactly the token ids the local
+encoder makes.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from _servers import Proxy, running_vllm
 from langchain_core.messages import AIMessage
 
+from shirt_tool import PICK, assert_valid_pick
 from toolace_integrations.core.chat import build_request
 from toolace_integrations.core.encoding import cached_encoder
 from toolace_integrations.format.profiles import LLAMA_4, PROMPT_PROFILES, PromptProfile
@@ -27,18 +28,6 @@ from toolace_integrations.langchain import ChatToolACE
 from toolace_integrations.llama_index import ToolACELLM
 from toolace_integrations.testing import make_tiny_toolace
 
-PARAMETERS = {
-    "type": "object",
-    "properties": {
-        "color": {"type": "string", "enum": ["red", "green"]},
-        "size": {"type": "string", "enum": ["S", "M", "L"]},
-    },
-    "required": ["color", "size"],
-}
-PICK = {
-    "type": "function",
-    "function": {"name": "pick", "description": "Pick a shirt.", "parameters": PARAMETERS},
-}
 QUESTION = "A red shirt in S, please."
 
 
@@ -83,11 +72,6 @@ def _local_ids(profile: PromptProfile, model: str) -> list[int]:
     return cached_encoder(model).encode(request.messages, profile)
 
 
-def _valid(name: str, arguments: dict[str, Any]) -> None:
-    assert name == "pick"
-    jsonschema.validate(arguments, PARAMETERS)
-
-
 def test_forced_call_through_langchain(served: tuple[PromptProfile, str, Proxy]) -> None:
     profile, model, proxy = served
     llm = ChatToolACE(**_settings(profile, model, proxy), max_tokens=24)
@@ -95,7 +79,7 @@ def test_forced_call_through_langchain(served: tuple[PromptProfile, str, Proxy])
     message = llm.bind_tools([PICK], tool_choice="pick").invoke(QUESTION)
     assert isinstance(message, AIMessage) and message.tool_calls and not message.invalid_tool_calls
     for call in message.tool_calls:
-        _valid(call["name"], call["args"])
+        assert_valid_pick(call["name"], call["args"])
     assert proxy.bodies[-1]["prompt"] == _local_ids(profile, model)
     assert "python_" not in proxy.bodies[-1]["structured_outputs"]["grammar"]  # no wrappers
 
@@ -107,5 +91,5 @@ def test_forced_call_through_llama_index(served: tuple[PromptProfile, str, Proxy
     selections = llm.get_tool_calls_from_response(response)
     assert selections
     for selection in selections:
-        _valid(selection.tool_name, selection.tool_kwargs)
+        assert_valid_pick(selection.tool_name, selection.tool_kwargs)
     assert proxy.bodies[-1]["prompt"] == _local_ids(profile, model)

@@ -173,17 +173,22 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="decode freely instead of constraining calls with the grammar (xgrammar)",
         )
-        sub.add_argument(
-            "--prompt-format",
-            choices=get_args(PromptFormat),
-            default="auto",
-            help="the checkpoint family's prompt (default: read from the model's name and "
-            "tokenizer)",
-        )
+        add_prompt_format(sub)
     from toolace_integrations.cli import evaluate
 
     evaluate.add_parser(commands, _at_least_one)
     return parser
+
+
+def add_prompt_format(parser: argparse.ArgumentParser) -> None:
+    """The ``--prompt-format`` option of every command that runs a model."""
+    parser.add_argument(
+        "--prompt-format",
+        choices=get_args(PromptFormat),
+        default="auto",
+        help="the checkpoint family's prompt (default: read from the model's name and "
+        "tokenizer; Team-ACE/ToolACE-2-8B gets BFCL's own prompt)",
+    )
 
 
 def _model_path(args: argparse.Namespace) -> str:

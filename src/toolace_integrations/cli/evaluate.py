@@ -7,10 +7,10 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
+from toolace_integrations.cli import add_prompt_format
 from toolace_integrations.errors import ToolACEError
-from toolace_integrations.format.profiles import PromptFormat
 
 _EXAMPLES = """\
 examples:
@@ -93,13 +93,7 @@ def add_parser(commands: Any, at_least_one: Any) -> None:
         metavar="MAP",
         help="transformers device_map for a local model (default: auto on CUDA, else CPU)",
     )
-    sub.add_argument(
-        "--prompt-format",
-        choices=get_args(PromptFormat),
-        default="auto",
-        help="the checkpoint family's prompt (default: read from the model's name and "
-        "tokenizer; Team-ACE/ToolACE-2-8B gets BFCL's own prompt)",
-    )
+    add_prompt_format(sub)
     sub.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the table (matplotlib)")
 
 

@@ -32,15 +32,7 @@ from toolace_integrations.format.parsing import ToolCall, format_tool_calls
 from toolace_integrations.format.profiles import TOOLACE, PromptProfile
 from toolace_integrations.format.tools import FunctionSpec
 
-DEFAULT_SYSTEM_TEMPLATE = TOOLACE.system_template
-"""The model card's system prompt; ``{functions}`` is replaced by the JSON tool list."""
-
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-TOOLACE_CHAT_TEMPLATE = TOOLACE.chat_template
-"""The layout BFCL used when it scored ToolACE-8B (``LlamaHandler._format_prompt``): plain
-Llama-3 headers, stripped contents, no "Cutting Knowledge Date" lines, tool results under
-``ipython`` as sent. The default layout of every prompt."""
 
 TOOL_RESULT_ROLE = "ipython"
 
@@ -68,15 +60,6 @@ class Message:
 
 class PromptError(ToolACEError, ValueError):
     """A conversation that cannot be rendered (for example a result for an unknown call)."""
-
-
-def system_prompt(
-    tools: Sequence[FunctionSpec],
-    template: str | None = None,
-    profile: PromptProfile = TOOLACE,
-) -> str:
-    """The profile's system prompt (or ``template``) with the tool list filled in as JSON."""
-    return profile.system_prompt(tools, template)
 
 
 def join_text_blocks(texts: Iterable[str]) -> str:

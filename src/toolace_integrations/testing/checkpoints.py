@@ -65,12 +65,10 @@ LLAMA4_SPECIAL_TOKENS = (
 """The Llama-4 special tokens the toy ``llama4`` tokenizer carries (Llama-4's vocabulary itself
 is not available offline)."""
 
-_TOY_SPECIALS = {  # the toy tokenizer's specials, end and pad tokens, and layout per family
-    "toy": (LLAMA3_SPECIAL_TOKENS, ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
-            "<|finetune_right_pad_id|>", TOOLACE.chat_template),
-    "llama4": (LLAMA4_SPECIAL_TOKENS, ("<|end_of_text|>", "<|eom|>", "<|eot|>"),
-               "<|finetune_right_pad|>", LLAMA_4.chat_template),
-}  # fmt: skip
+_TOY_FAMILIES = {  # the toy tokenizer's special and pad tokens, and its family's profile
+    "toy": (LLAMA3_SPECIAL_TOKENS, "<|finetune_right_pad_id|>", TOOLACE),
+    "llama4": (LLAMA4_SPECIAL_TOKENS, "<|finetune_right_pad|>", LLAMA_4),
+}
 
 _CORPUS = (
     TOOLACE.system_template,
@@ -231,15 +229,13 @@ def make_tiny_toolace(
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
 
-    ends = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")
-    pad = "<|finetune_right_pad_id|>"
+    specials, pad, profile = _TOY_FAMILIES["toy" if tokenizer == "llama3" else tokenizer]
     if tokenizer == "llama3":
         real = llama3_tokenizer()
         real.model_max_length = max_position_embeddings
         real.save_pretrained(folder)
         vocabulary, lookup = len(real), real.convert_tokens_to_ids
     else:
-        specials, ends, pad, layout = _TOY_SPECIALS[tokenizer]
         bpe = Tokenizer(models.BPE())
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
@@ -253,11 +249,11 @@ def make_tiny_toolace(
         toy = PreTrainedTokenizerFast(
             tokenizer_object=bpe,
             bos_token="<|begin_of_text|>",
-            eos_token=ends[-1],
+            eos_token=profile.turns[2],
             pad_token=pad,
             model_max_length=max_position_embeddings,
         )
-        toy.chat_template = layout
+        toy.chat_template = profile.chat_template
         toy.save_pretrained(folder)
         vocabulary, lookup = bpe.get_vocab_size(), bpe.token_to_id
 
@@ -275,7 +271,7 @@ def make_tiny_toolace(
         num_key_value_heads=2,
         max_position_embeddings=max_position_embeddings,
         bos_token_id=token_id("<|begin_of_text|>"),
-        eos_token_id=[token_id(t) for t in ends],
+        eos_token_id=[token_id(t) for t in profile.end_tokens],
         pad_token_id=token_id(pad),
         tie_word_embeddings=True,
         initializer_range=0.3,
